@@ -1,0 +1,1 @@
+// Keeps keel_test_support non-empty before any helper file exists.
