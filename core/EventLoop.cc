@@ -107,12 +107,26 @@ void EventLoop::runOnce(Duration timeout) {
 
   runTasks();
 
-  // End-of-iteration hooks (write coalescing). A hook may register another;
+  // End-of-iteration work (write coalescing). A hook may register another;
   // bound the rounds so a misbehaving hook cannot starve epoll.
-  for (int round = 0; round < 8 && !endHooks_.empty(); ++round) {
+  for (int round = 0; round < 8 && (!endHooks_.empty() || !deferred_.empty()); ++round) {
+    deferredRunning_.swap(deferred_);
+    for (std::size_t i = 0; i < deferredRunning_.size(); ++i) {
+      if (Deferred* d = deferredRunning_[i]) d->runDeferred();
+    }
+    deferredRunning_.clear();
     endRunning_.swap(endHooks_);
     for (auto& hook : endRunning_) hook();
     endRunning_.clear();
+  }
+}
+
+void EventLoop::cancelDeferred(Deferred& d) noexcept {
+  for (auto& p : deferred_) {
+    if (p == &d) p = nullptr;
+  }
+  for (auto& p : deferredRunning_) {
+    if (p == &d) p = nullptr;
   }
 }
 

@@ -28,6 +28,17 @@ namespace keel {
 
 class Watcher;
 
+// Work an object asks the loop to do once at the end of the current
+// iteration (a connection flushing coalesced writes). Intrusive: scheduling
+// allocates nothing, and an object that dies first cancels itself.
+class Deferred {
+ public:
+  virtual void runDeferred() = 0;
+
+ protected:
+  ~Deferred() = default;
+};
+
 struct LoopOptions {
   Duration tick = std::chrono::milliseconds(1);  // timer wheel resolution
   int maxEventsPerWait = 256;                    // epoll_wait batch
@@ -84,6 +95,11 @@ class EventLoop {
   // Loop thread. Called once at the end of the current iteration, after all
   // I/O and timers (a connection registers here to flush coalesced writes).
   void runAtEndOfIteration(Task task) { endHooks_.push_back(std::move(task)); }
+  // Loop thread. The allocation-free form for per-message paths; the caller
+  // schedules an object at most once per iteration and cancels it if it is
+  // destroyed before it ran.
+  void deferToEndOfIteration(Deferred& d) { deferred_.push_back(&d); }
+  void cancelDeferred(Deferred& d) noexcept;
 
   // Per-loop spill buffer for readv: big enough to drain a socket in one call,
   // shared by every connection on the loop (valid only during a callback).
@@ -123,6 +139,8 @@ class EventLoop {
   std::atomic<bool> wakePending_{false};
   std::vector<Task> endHooks_;
   std::vector<Task> endRunning_;
+  std::vector<Deferred*> deferred_;
+  std::vector<Deferred*> deferredRunning_;
 };
 
 }  // namespace keel

@@ -160,7 +160,6 @@ void TimerWheel::cascade(int level, unsigned slot) noexcept {
   occupied_[level] &= ~(std::uint64_t{1} << slot);
   for (std::uint32_t i = a.next; i != aside; i = a.next) {
     nodes_[a.next = nodes_[i].next].prev = aside;
-    nodes_[i].level = kUnfiled;
     file(i);
   }
 }
@@ -180,8 +179,9 @@ void TimerWheel::processTick(std::uint64_t t, std::size_t& fired) {
 
   // Splice the due slot onto the firing list; a callback may cancel any of
   // the nodes still waiting there, which simply unlinks it.
+  // The nodes keep their old level/slot: unlink() only clears a slot's bit
+  // when that slot's list is empty, which is then already true.
   const std::uint32_t head = sentinel(0, slot);
-  for (std::uint32_t i = nodes_[head].next; i != head; i = nodes_[i].next) nodes_[i].level = kUnfiled;
   Node& h = nodes_[head];
   Node& f = nodes_[firingHead_];
   f.next = h.next;

@@ -1,0 +1,199 @@
+#include "keel/net/Pipeline.h"
+
+#include "keel/core/Log.h"
+#include "keel/net/Buffer.h"
+#include "keel/net/Connection.h"
+
+namespace keel {
+
+// ---- Handler defaults: pass everything on ---------------------------------
+void Handler::onConnected(HandlerContext& ctx) { ctx.fireConnected(); }
+void Handler::onData(HandlerContext& ctx, Buffer& in) { ctx.fireData(in); }
+void Handler::onFrame(HandlerContext& ctx, std::span<const char> frame) { ctx.fireFrame(frame); }
+void Handler::onPeerHalfClosed(HandlerContext& ctx) { ctx.firePeerHalfClosed(); }
+void Handler::onHighWatermark(HandlerContext& ctx, std::size_t queued) { ctx.fireHighWatermark(queued); }
+void Handler::onWritable(HandlerContext& ctx) { ctx.fireWritable(); }
+void Handler::onUserEvent(HandlerContext& ctx, const UserEvent& event) { ctx.fireUserEvent(event); }
+void Handler::onClosed(HandlerContext& ctx, CloseReason reason) { ctx.fireClosed(reason); }
+void Handler::write(HandlerContext& ctx, const Slices& data) { ctx.write(data); }
+void Handler::writeFrame(HandlerContext& ctx, const Slices& payload) { ctx.writeFrame(payload); }
+void Handler::flush(HandlerContext& ctx) { ctx.flush(); }
+void Handler::shutdown(HandlerContext& ctx) { ctx.shutdown(); }
+void Handler::close(HandlerContext& ctx, CloseReason reason) { ctx.close(reason); }
+
+namespace {
+
+// The socket end: outbound operations become connection I/O.
+class HeadHandler final : public Handler {
+ public:
+  std::string_view name() const noexcept override { return "head"; }
+  void write(HandlerContext& ctx, const Slices& data) override { ctx.connection().writeRaw(data); }
+  // No codec turned the message into bytes: it is bytes already.
+  void writeFrame(HandlerContext& ctx, const Slices& payload) override { ctx.connection().writeRaw(payload); }
+  void flush(HandlerContext& ctx) override { ctx.connection().flushRaw(); }
+  void shutdown(HandlerContext& ctx) override { ctx.connection().shutdownRaw(); }
+  void close(HandlerContext& ctx, CloseReason reason) override { ctx.connection().closeRaw(reason); }
+};
+
+// The application end: inbound events nobody consumed stop here, and a
+// peer's FIN gets keel's default policy.
+class TailHandler final : public Handler {
+ public:
+  std::string_view name() const noexcept override { return "tail"; }
+  void onConnected(HandlerContext&) override {}
+  void onData(HandlerContext&, Buffer&) override {}  // left in the input buffer
+  void onFrame(HandlerContext& ctx, std::span<const char> frame) override {
+    KEEL_DEBUG("conn {}: frame of {} bytes reached the end of the pipeline unhandled", ctx.connection().id(),
+               frame.size());
+  }
+  // Default policy for a peer FIN: deliver whatever is queued, then close.
+  void onPeerHalfClosed(HandlerContext& ctx) override { ctx.close(CloseReason::PeerClosed); }
+  void onHighWatermark(HandlerContext&, std::size_t) override {}
+  void onWritable(HandlerContext&) override {}
+  void onUserEvent(HandlerContext&, const UserEvent&) override {}
+  void onClosed(HandlerContext&, CloseReason) override {}
+};
+
+}  // namespace
+
+class Pipeline::Guard {
+ public:
+  explicit Guard(Pipeline& p) noexcept : p_(p) { ++p_.depth_; }
+  ~Guard() {
+    if (--p_.depth_ == 0 && !p_.graveyard_.empty()) p_.collect();
+  }
+  Guard(const Guard&) = delete;
+  Guard& operator=(const Guard&) = delete;
+
+ private:
+  Pipeline& p_;
+};
+
+// ---- HandlerContext ---------------------------------------------------------
+Connection& HandlerContext::connection() const noexcept { return pipeline_->conn_; }
+EventLoop& HandlerContext::loop() const noexcept { return pipeline_->conn_.loop(); }
+
+HandlerContext* HandlerContext::nextLive() const noexcept {
+  HandlerContext* c = next_;
+  while (c->removed_) c = c->next_;  // the tail is never removed
+  return c;
+}
+
+HandlerContext* HandlerContext::prevLive() const noexcept {
+  HandlerContext* c = prev_;
+  while (c->removed_) c = c->prev_;  // the head is never removed
+  return c;
+}
+
+#define KEEL_INBOUND(call)                  \
+  Pipeline::Guard guard(*pipeline_);        \
+  HandlerContext* n = nextLive();           \
+  n->handler_->call;
+
+#define KEEL_OUTBOUND(call)                 \
+  Pipeline::Guard guard(*pipeline_);        \
+  HandlerContext* n = prevLive();           \
+  n->handler_->call;
+
+void HandlerContext::fireConnected() { KEEL_INBOUND(onConnected(*n)) }
+void HandlerContext::fireData(Buffer& in) { KEEL_INBOUND(onData(*n, in)) }
+void HandlerContext::fireFrame(std::span<const char> frame) { KEEL_INBOUND(onFrame(*n, frame)) }
+void HandlerContext::firePeerHalfClosed() { KEEL_INBOUND(onPeerHalfClosed(*n)) }
+void HandlerContext::fireHighWatermark(std::size_t queued) { KEEL_INBOUND(onHighWatermark(*n, queued)) }
+void HandlerContext::fireWritable() { KEEL_INBOUND(onWritable(*n)) }
+void HandlerContext::fireUserEvent(const UserEvent& event) { KEEL_INBOUND(onUserEvent(*n, event)) }
+void HandlerContext::fireClosed(CloseReason reason) { KEEL_INBOUND(onClosed(*n, reason)) }
+void HandlerContext::write(const Slices& data) { KEEL_OUTBOUND(write(*n, data)) }
+void HandlerContext::writeFrame(const Slices& payload) { KEEL_OUTBOUND(writeFrame(*n, payload)) }
+void HandlerContext::flush() { KEEL_OUTBOUND(flush(*n)) }
+void HandlerContext::shutdown() { KEEL_OUTBOUND(shutdown(*n)) }
+void HandlerContext::close(CloseReason reason) { KEEL_OUTBOUND(close(*n, reason)) }
+
+#undef KEEL_INBOUND
+#undef KEEL_OUTBOUND
+
+void HandlerContext::remove() { pipeline_->remove(*handler_); }
+
+// ---- Pipeline ---------------------------------------------------------------
+Pipeline::Pipeline(Connection& conn) : conn_(conn) {
+  contexts_.push_back(std::unique_ptr<HandlerContext>(new HandlerContext(*this, std::make_unique<HeadHandler>())));
+  contexts_.push_back(std::unique_ptr<HandlerContext>(new HandlerContext(*this, std::make_unique<TailHandler>())));
+  head_ = contexts_[0].get();
+  tail_ = contexts_[1].get();
+  head_->next_ = tail_;
+  tail_->prev_ = head_;
+}
+
+Pipeline::~Pipeline() = default;
+
+void Pipeline::insertBefore(HandlerContext* at, std::unique_ptr<Handler> h) {
+  auto owned = std::unique_ptr<HandlerContext>(new HandlerContext(*this, std::move(h)));
+  HandlerContext* c = owned.get();
+  contexts_.push_back(std::move(owned));
+  c->prev_ = at->prev_;
+  c->next_ = at;
+  at->prev_->next_ = c;
+  at->prev_ = c;
+  ++count_;
+  Guard guard(*this);
+  c->handler_->handlerAdded(*c);
+}
+
+bool Pipeline::remove(const Handler& h) {
+  for (HandlerContext* c = head_->next_; c != tail_; c = c->next_) {
+    if (c->handler_.get() != &h) continue;
+    Guard guard(*this);
+    unlink(c);
+    c->handler_->handlerRemoved(*c);
+    return true;
+  }
+  return false;
+}
+
+void Pipeline::unlink(HandlerContext* c) {
+  // The context keeps its own prev_/next_ so an event currently inside it can
+  // still find its way on; only its neighbours forget it.
+  c->prev_->next_ = c->next_;
+  c->next_->prev_ = c->prev_;
+  c->removed_ = true;
+  --count_;
+  for (auto it = contexts_.begin(); it != contexts_.end(); ++it) {
+    if (it->get() == c) {
+      graveyard_.push_back(std::move(*it));
+      contexts_.erase(it);
+      break;
+    }
+  }
+}
+
+void Pipeline::collect() noexcept { graveyard_.clear(); }
+
+void Pipeline::removeAll() {
+  Guard guard(*this);
+  while (head_->next_ != tail_) {
+    HandlerContext* c = head_->next_;
+    unlink(c);
+    c->handler_->handlerRemoved(*c);
+  }
+}
+
+std::vector<std::string_view> Pipeline::names() const {
+  std::vector<std::string_view> out;
+  for (HandlerContext* c = head_->next_; c != tail_; c = c->next_) out.push_back(c->handler_->name());
+  return out;
+}
+
+void Pipeline::fireConnected() { head_->fireConnected(); }
+void Pipeline::fireData(Buffer& in) { head_->fireData(in); }
+void Pipeline::firePeerHalfClosed() { head_->firePeerHalfClosed(); }
+void Pipeline::fireHighWatermark(std::size_t queued) { head_->fireHighWatermark(queued); }
+void Pipeline::fireWritable() { head_->fireWritable(); }
+void Pipeline::fireUserEvent(const UserEvent& event) { head_->fireUserEvent(event); }
+void Pipeline::fireClosed(CloseReason reason) { head_->fireClosed(reason); }
+void Pipeline::write(const Slices& data) { tail_->write(data); }
+void Pipeline::writeFrame(const Slices& payload) { tail_->writeFrame(payload); }
+void Pipeline::flush() { tail_->flush(); }
+void Pipeline::shutdown() { tail_->shutdown(); }
+void Pipeline::close(CloseReason reason) { tail_->close(reason); }
+
+}  // namespace keel

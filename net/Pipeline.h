@@ -1,0 +1,157 @@
+// The ordered chain of handlers of one connection, and the per-handler
+// contexts that move events along it.
+//
+// Handlers may be added and removed at any time, including from inside an
+// event that is passing through them: a removed handler's context stays alive
+// (and keeps its links) until the outermost event returns, so an event in
+// flight finishes its walk safely.
+//
+// Thread-safety: loop thread of the owning connection only.
+#pragma once
+
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "keel/net/Handler.h"
+
+namespace keel {
+
+class Connection;
+class EventLoop;
+class Pipeline;
+
+class HandlerContext {
+ public:
+  [[nodiscard]] Connection& connection() const noexcept;
+  [[nodiscard]] EventLoop& loop() const noexcept;
+  [[nodiscard]] Pipeline& pipeline() const noexcept { return *pipeline_; }
+  [[nodiscard]] Handler& handler() const noexcept { return *handler_; }
+  [[nodiscard]] bool removed() const noexcept { return removed_; }
+
+  // Inbound: hand the event to the next handler towards the application.
+  void fireConnected();
+  void fireData(Buffer& in);
+  void fireFrame(std::span<const char> frame);
+  void firePeerHalfClosed();
+  void fireHighWatermark(std::size_t queued);
+  void fireWritable();
+  void fireUserEvent(const UserEvent& event);
+  void fireClosed(CloseReason reason);
+
+  // Outbound: hand the operation to the previous handler towards the socket.
+  void write(const Slices& data);
+  void writeFrame(const Slices& payload);
+  void flush();
+  void shutdown();
+  void close(CloseReason reason = CloseReason::LocalClose);
+
+  // Removes this context's handler from the pipeline.
+  void remove();
+
+ private:
+  friend class Pipeline;
+  HandlerContext(Pipeline& p, std::unique_ptr<Handler> h) noexcept : pipeline_(&p), handler_(std::move(h)) {}
+  HandlerContext* nextLive() const noexcept;
+  HandlerContext* prevLive() const noexcept;
+
+  Pipeline* pipeline_;
+  std::unique_ptr<Handler> handler_;
+  HandlerContext* prev_ = nullptr;
+  HandlerContext* next_ = nullptr;
+  bool removed_ = false;
+};
+
+class Pipeline {
+ public:
+  explicit Pipeline(Connection& conn);
+  ~Pipeline();
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+
+  // Returns the added handler, typed, for convenience.
+  template <class H>
+  H& addLast(std::unique_ptr<H> h) {
+    H& ref = *h;
+    insertBefore(tail_, std::move(h));
+    return ref;
+  }
+  template <class H>
+  H& addFirst(std::unique_ptr<H> h) {
+    H& ref = *h;
+    insertBefore(head_->next_, std::move(h));
+    return ref;
+  }
+  template <class H, class... Args>
+  H& emplaceLast(Args&&... args) {
+    return addLast(std::make_unique<H>(std::forward<Args>(args)...));
+  }
+  // Inserts before the first handler of type Before (or last when absent).
+  template <class Before, class H>
+  H& addBefore(std::unique_ptr<H> h) {
+    H& ref = *h;
+    HandlerContext* at = findContext<Before>();
+    insertBefore(at != nullptr ? at : tail_, std::move(h));
+    return ref;
+  }
+
+  // Returns false when the handler is not (or no longer) in the pipeline.
+  bool remove(const Handler& h);
+  template <class H>
+  bool remove() {
+    H* h = find<H>();
+    return h != nullptr && remove(*h);
+  }
+
+  template <class H>
+  [[nodiscard]] H* find() const noexcept {
+    HandlerContext* c = findContext<H>();
+    return c != nullptr ? static_cast<H*>(&c->handler()) : nullptr;
+  }
+  template <class H>
+  [[nodiscard]] HandlerContext* findContext() const noexcept {
+    for (HandlerContext* c = head_->next_; c != tail_; c = c->next_) {
+      if (dynamic_cast<H*>(c->handler_.get()) != nullptr) return c;
+    }
+    return nullptr;
+  }
+  [[nodiscard]] std::vector<std::string_view> names() const;
+  [[nodiscard]] std::size_t size() const noexcept { return count_; }
+  [[nodiscard]] Connection& connection() const noexcept { return conn_; }
+
+  // Entry points used by the connection: inbound events start at the head,
+  // outbound operations at the tail (the application's end).
+  void fireConnected();
+  void fireData(Buffer& in);
+  void firePeerHalfClosed();
+  void fireHighWatermark(std::size_t queued);
+  void fireWritable();
+  void fireUserEvent(const UserEvent& event);
+  void fireClosed(CloseReason reason);
+  void write(const Slices& data);
+  void writeFrame(const Slices& payload);
+  void flush();
+  void shutdown();
+  void close(CloseReason reason);
+
+  // Called by the connection once it is closed: every handler is told
+  // handlerRemoved, then the chain is emptied.
+  void removeAll();
+
+ private:
+  friend class HandlerContext;
+  class Guard;  // counts nested dispatch; frees removed contexts at depth 0
+  void insertBefore(HandlerContext* at, std::unique_ptr<Handler> h);
+  void unlink(HandlerContext* c);
+  void collect() noexcept;
+
+  Connection& conn_;
+  HandlerContext* head_;
+  HandlerContext* tail_;
+  std::vector<std::unique_ptr<HandlerContext>> contexts_;  // owns every context
+  std::vector<std::unique_ptr<HandlerContext>> graveyard_;
+  std::size_t count_ = 0;
+  int depth_ = 0;
+};
+
+}  // namespace keel
