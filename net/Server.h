@@ -1,0 +1,114 @@
+// A TCP (or Unix-stream) server: acceptors, N I/O loops, a connection table
+// per loop, a connection limit, and a graceful stop.
+//
+//   keel::EventLoop loop;
+//   keel::Server server(loop, *keel::SocketAddress::parse("127.0.0.1:7000"));
+//   server.setPipelineInit([](keel::Connection& c) { c.pipeline().emplaceLast<Echo>(); });
+//   if (auto ec = server.start()) { ...report ec... }
+//   loop.loop();
+//
+// Accepting happens on the base loop (one listening socket), or with
+// reusePort on every I/O loop (one SO_REUSEPORT socket each, the kernel
+// spreads connections). Each connection lives on exactly one loop.
+//
+// Thread-safety: construct, start, stop and destroy on the base loop's
+// thread. connectionCount() and stats() are safe from any thread.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <system_error>
+#include <unordered_map>
+#include <vector>
+
+#include "keel/core/LoopThreadPool.h"
+#include "keel/net/Acceptor.h"
+#include "keel/net/Connection.h"
+
+namespace keel {
+
+struct ServerOptions {
+  std::size_t ioThreads = 0;       // 0: connections live on the base loop
+  bool reusePort = false;          // one SO_REUSEPORT listener per I/O loop
+  std::size_t maxConnections = 10000;  // beyond it new connections are closed at once
+  int backlog = SOMAXCONN;
+  int acceptBatch = 64;            // accepts per readiness
+  ConnectionOptions connection;
+  Duration stopTimeout = std::chrono::seconds(5);  // graceful stop: then abort what is left
+  LoopOptions loopOptions;
+};
+
+struct ServerStats {
+  std::uint64_t accepted = 0;
+  std::uint64_t refusedFull = 0;   // over maxConnections
+  std::uint64_t droppedNoFd = 0;   // EMFILE/ENFILE
+  std::uint64_t closed = 0;
+  std::array<std::uint64_t, kCloseReasonCount> closedBy{};  // indexed by CloseReason
+};
+
+class Server {
+ public:
+  using PipelineInit = std::function<void(Connection&)>;
+
+  Server(EventLoop& loop, SocketAddress listen, ServerOptions options = {});
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Builds each new connection's handler chain; runs on that connection's loop.
+  void setPipelineInit(PipelineInit init) { init_ = std::move(init); }
+
+  // Binds, listens and starts the I/O loops.
+  [[nodiscard]] std::error_code start();
+  // Graceful stop: stop accepting, shutdown() every connection, and after
+  // stopTimeout abort whatever is left. `done` runs on the base loop once
+  // every connection is gone.
+  void stop(std::function<void()> done = {});
+
+  // The bound address (useful with port 0).
+  [[nodiscard]] SocketAddress listenAddress() const { return bound_; }
+  [[nodiscard]] std::size_t connectionCount() const noexcept { return count_.load(std::memory_order_relaxed); }
+  [[nodiscard]] ServerStats stats() const;
+  [[nodiscard]] EventLoop& loop() const noexcept { return loop_; }
+  [[nodiscard]] LoopThreadPool& pool() noexcept { return pool_; }
+  // Calls f(conn) for each live connection, on that connection's loop.
+  void forEachConnection(std::function<void(const Connection::Ptr&)> f);
+
+ private:
+  struct Slot {  // one per I/O loop; touched only on that loop
+    EventLoop* loop = nullptr;
+    std::unordered_map<std::uint64_t, Connection::Ptr> connections;
+    std::unique_ptr<Acceptor> acceptor;  // with reusePort
+  };
+
+  void onAccepted(Slot& slot, Socket socket);
+  void startConnection(Slot& slot, Socket socket, std::uint64_t id);
+  void onClosed(Slot& slot, const Connection::Ptr& conn);
+  Slot& slotFor(EventLoop& loop);
+  void finishStopIfDone();
+  void runOnEachLoopAndWait(const std::function<void(Slot&)>& f);
+
+  EventLoop& loop_;
+  SocketAddress listen_;
+  SocketAddress bound_;
+  ServerOptions options_;
+  PipelineInit init_;
+  LoopThreadPool pool_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::unique_ptr<Acceptor> acceptor_;  // without reusePort
+  std::atomic<std::size_t> count_{0};
+  std::atomic<std::uint64_t> nextId_{1};
+  std::atomic<std::uint64_t> refusedFull_{0};
+  std::atomic<std::uint64_t> closed_{0};
+  std::array<std::atomic<std::uint64_t>, kCloseReasonCount> closedBy_{};
+  bool started_ = false;
+  std::atomic<bool> stopping_{false};  // read by I/O loops
+  std::function<void()> stopDone_;
+  TimerId stopTimer_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace keel

@@ -1,0 +1,78 @@
+// Test helpers on real sockets: a blocking client with timeouts, a server
+// running on its own loop thread, and a TIME_WAIT counter that reads
+// /proc/net/tcp{,6}.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "keel/core/Fd.h"
+#include "keel/core/LoopThread.h"
+#include "keel/net/Server.h"
+#include "keel/net/SocketAddress.h"
+
+namespace keel::test {
+
+using namespace std::chrono_literals;
+
+// A plain blocking-style client (poll with a deadline on every call), so the
+// code under test is only ever on the server side.
+class BlockingClient {
+ public:
+  explicit BlockingClient(const SocketAddress& addr, std::chrono::milliseconds timeout = 5000ms);
+  [[nodiscard]] bool connected() const noexcept { return fd_.valid(); }
+  [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+  void setNoDelay(bool on);
+  // Sends everything; false on error or timeout.
+  bool sendAll(std::string_view data);
+  // Reads exactly n bytes; what arrived before a timeout/EOF/error otherwise.
+  std::string recvExact(std::size_t n);
+  // Reads until EOF (or error/timeout); `eof` tells which ended it.
+  std::string recvUntilEof(bool* eof = nullptr, int* err = nullptr);
+  // Sends `data` while reading the echo back concurrently (no deadlock with
+  // bounded buffers on either side); returns what came back.
+  std::string echo(std::string_view data);
+  void shutdownWrite();
+  void close() { fd_.reset(); }
+  [[nodiscard]] SocketAddress localAddress() const;
+
+ private:
+  bool waitFor(short events);
+  Fd fd_;
+  std::chrono::milliseconds timeout_;
+};
+
+// A Server on a loop thread of its own, built and destroyed on that thread.
+class ServerThread {
+ public:
+  using Configure = std::function<void(Server&)>;
+  ServerThread(SocketAddress listen, ServerOptions options, Server::PipelineInit init, Configure configure = {});
+  ~ServerThread();
+  [[nodiscard]] SocketAddress address() const { return address_; }
+  [[nodiscard]] EventLoop& loop() { return *loop_; }
+  [[nodiscard]] Server& server() { return *server_; }
+  // Runs f on the server's loop and waits for it.
+  void runAndWait(const std::function<void()>& f);
+
+ private:
+  LoopThread thread_;
+  EventLoop* loop_ = nullptr;
+  std::unique_ptr<Server> server_;
+  SocketAddress address_;
+};
+
+// TIME_WAIT entries whose local or remote port is `port` (0: all).
+[[nodiscard]] int countTimeWait(std::uint16_t port = 0);
+// Waits (polling) until pred() or the timeout; returns pred().
+bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 5000ms);
+// Deterministic pseudo-random bytes.
+[[nodiscard]] std::string randomBytes(std::size_t n, std::uint32_t seed = 1);
+// Path of a binary built next to the test binaries (build/<preset>/bin/NAME).
+[[nodiscard]] std::string binaryPath(const std::string& name);
+
+}  // namespace keel::test
