@@ -2,7 +2,7 @@
 //
 // Option setters return std::error_code ([[nodiscard]]): a failed option is
 // never silently ignored; the caller logs or acts on it. errorMessage() turns
-// one into "setsockopt(TCP_NODELAY): Bad file descriptor" style text.
+// one into "setsockopt(TCP_NODELAY) on fd 7: Bad file descriptor" style text.
 // Getters throw std::system_error on failure: getsockopt on a live socket
 // failing is a programming error, not a condition to handle.
 //
@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <system_error>
 
 #include <sys/socket.h>
@@ -105,6 +106,7 @@ class Socket {
   [[nodiscard]] bool reusePort() const;
   [[nodiscard]] int sendBuffer() const;     // as the kernel reports it (doubled)
   [[nodiscard]] int receiveBuffer() const;
+  [[nodiscard]] bool ipv6Only() const;  // IPV6_V6ONLY (AF_INET6 sockets only)
 
   // getsockopt(TCP_INFO); nullopt for non-TCP sockets.
   [[nodiscard]] std::optional<TcpInfo> tcpInfo() const noexcept;
