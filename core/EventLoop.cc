@@ -65,8 +65,11 @@ void EventLoop::assertInLoopThread() const {
 void EventLoop::loop() {
   bindToCurrentThread();
   t_loop = this;
-  quit_.store(false, std::memory_order_relaxed);
+  // quit_ is cleared on the way out, not on the way in: a quit() that lands
+  // before the thread reaches loop() (a LoopThread stopped right after it
+  // started) must still end it.
   while (!quit_.load(std::memory_order_acquire)) runOnce(Duration::max());
+  quit_.store(false, std::memory_order_relaxed);
 }
 
 void EventLoop::quit() {
