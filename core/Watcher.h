@@ -7,6 +7,10 @@
 //
 // Interest changes cost an epoll_ctl only when the interest actually changes.
 //
+// A watcher must not be destroyed from inside its own callback (the callback
+// object would be destroyed while it runs); owners defer their destruction
+// with EventLoop::queueInLoop, as Connection and Server do.
+//
 // Thread-safety: loop thread only (construction excepted).
 #pragma once
 

@@ -38,4 +38,8 @@ enum class CloseReason : std::uint8_t {
 
 inline constexpr int kCloseReasonCount = 10;
 
+[[nodiscard]] constexpr std::uint32_t reasonBit(CloseReason r) noexcept {
+  return std::uint32_t{1} << static_cast<unsigned>(r);
+}
+
 }  // namespace keel

@@ -87,6 +87,16 @@ void Connection::close() {
   runInLoopWeak([](Connection& c) { c.pipeline_.close(CloseReason::LocalClose); });
 }
 
+void Connection::awaitPeerClose(Duration deadline) {
+  runInLoopWeak([deadline](Connection& c) {
+    if (c.closed()) return;
+    // Nothing else to do: the peer's FIN already leads to a close through the
+    // pipeline. Only bound the wait; a timeout closes normally (no reset, so
+    // nothing in flight is lost), accepting the TIME_WAIT on our side.
+    c.armDeadline(deadline, CloseReason::LocalClose, false);
+  });
+}
+
 void Connection::abort(CloseReason reason) {
   runInLoopWeak([reason](Connection& c) { c.closeNow(reason, true); });
 }
@@ -370,7 +380,7 @@ void Connection::shutdownRaw() {
   switch (state()) {
     case ConnectionState::Open:
       if (shutdownPending_) return;
-      armDeadline(options_.shutdownTimeout, CloseReason::Shutdown);
+      armDeadline(options_.shutdownTimeout, CloseReason::Shutdown, true);
       if (output_.empty() && !flushScheduled_) {
         doShutdownWrite();
       } else {
@@ -403,6 +413,10 @@ void Connection::doShutdownWrite() {
 void Connection::closeRaw(CloseReason reason) {
   const ConnectionState s = state();
   if (s == ConnectionState::Closed || s == ConnectionState::Closing) return;
+  if ((options_.resetOnReasons & reasonBit(reason)) != 0) {
+    closeNow(reason, true);
+    return;
+  }
   if (output_.empty() && !flushScheduled_) {
     closeNow(reason, false);
     return;
@@ -410,18 +424,18 @@ void Connection::closeRaw(CloseReason reason) {
   setState(ConnectionState::Closing);
   pendingReason_ = reason;
   updateInterest();
-  armDeadline(options_.closeTimeout, reason);
+  armDeadline(options_.closeTimeout, reason, true);
 }
 
-void Connection::armDeadline(Duration d, CloseReason reason) {
+void Connection::armDeadline(Duration d, CloseReason reason, bool reset) {
   if (deadline_.valid()) loop_.cancel(deadline_);
-  deadline_ = loop_.runAfter(d, [weak = weak_from_this(), reason] {
+  deadline_ = loop_.runAfter(d, [weak = weak_from_this(), reason, reset] {
     auto self = weak.lock();
     if (!self || self->closed()) return;
-    KEEL_INFO("conn {} ({}): {} did not complete in time, aborting", self->id_, self->peer_.toString(),
+    KEEL_INFO("conn {} ({}): {} did not complete in time, closing", self->id_, self->peer_.toString(),
               toString(self->state()));
     self->deadline_ = {};
-    self->closeNow(reason, true);
+    self->closeNow(reason, reset);
   });
 }
 

@@ -50,6 +50,13 @@ struct ConnectionOptions {
   bool coalesceWrites = false;               // defer writes to one sendmsg at the end of the loop iteration
   Duration shutdownTimeout = std::chrono::seconds(10);  // shutdown(): wait for the peer's FIN this long
   Duration closeTimeout = std::chrono::seconds(30);     // close(): wait for output to drain this long
+  // keel's default answer to a peer FIN (applied by the pipeline's tail):
+  // deliver what is queued, then close. The HalfClose handler turns it off
+  // to keep a half-closed connection open.
+  bool closeOnPeerFin = true;
+  // Closes for these reasons become resets (SO_LINGER {1,0}): a dead or
+  // abusive peer must not hold a TIME_WAIT slot. Bit i is CloseReason i.
+  std::uint32_t resetOnReasons = reasonBit(CloseReason::HeartbeatTimeout) | reasonBit(CloseReason::ProtocolError);
 };
 
 enum class ConnectionState : std::uint8_t { Connecting, Open, PeerHalfClosed, LocalHalfClosed, Closing, Closed };
@@ -87,6 +94,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void shutdown();
   // Flush what is queued, then close. After closeTimeout it is aborted.
   void close();
+  // For request/response clients: leave the closing to the peer, so TIME_WAIT
+  // lands on its side. Waits up to `deadline` for the peer's FIN (the
+  // connection then closes as usual), else closes itself.
+  void awaitPeerClose(Duration deadline);
   // Close at once with a reset (SO_LINGER {1,0}): queued output is dropped,
   // the peer reads ECONNRESET and no TIME_WAIT is left on either side.
   void abort(CloseReason reason = CloseReason::Abort);
@@ -146,7 +157,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool sendQueued();  // false when the connection failed
   void afterOutputShrank();
   void doShutdownWrite();
-  void armDeadline(Duration d, CloseReason reason);
+  void armDeadline(Duration d, CloseReason reason, bool reset);
   void scheduleFlush();
   void failLater(int err);
   void setState(ConnectionState s) noexcept { state_.store(s, std::memory_order_release); }

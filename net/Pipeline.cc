@@ -47,7 +47,9 @@ class TailHandler final : public Handler {
                frame.size());
   }
   // Default policy for a peer FIN: deliver whatever is queued, then close.
-  void onPeerHalfClosed(HandlerContext& ctx) override { ctx.close(CloseReason::PeerClosed); }
+  void onPeerHalfClosed(HandlerContext& ctx) override {
+    if (ctx.connection().options().closeOnPeerFin) ctx.close(CloseReason::PeerClosed);
+  }
   void onHighWatermark(HandlerContext&, std::size_t) override {}
   void onWritable(HandlerContext&) override {}
   void onUserEvent(HandlerContext&, const UserEvent&) override {}

@@ -154,7 +154,7 @@ TEST(EchoServer, AbortResetsThePeerAndLeavesNoTimeWait) {
   EXPECT_EQ(err, ECONNRESET);
   client.close();
   std::this_thread::sleep_for(50ms);
-  EXPECT_EQ(test::countTimeWait(clientPort), 0) << "a reset leaves no TIME_WAIT on either side";
+  EXPECT_EQ(test::countTimeWait(clientPort, srv.address().port()), 0) << "a reset leaves no TIME_WAIT on either side";
 }
 
 TEST(EchoServer, GracefulCloseByTheServerPutsTimeWaitOnTheServerSide) {
@@ -175,7 +175,7 @@ TEST(EchoServer, GracefulCloseByTheServerPutsTimeWaitOnTheServerSide) {
   client.close();  // our FIN answers the server's
   // The active closer (the server) holds the TIME_WAIT; on loopback both
   // ends are local, so the entry shows the client's port as the remote one.
-  EXPECT_TRUE(test::eventually([&] { return test::countTimeWait(clientPort) == 1; }, 2000ms));
+  EXPECT_TRUE(test::eventually([&] { return test::countTimeWait(clientPort, srv.address().port()) == 1; }, 2000ms));
 }
 
 TEST(EchoServer, Ipv6AndUnixDomain) {

@@ -160,7 +160,7 @@ void ServerThread::runAndWait(const std::function<void()>& f) {
   done.get_future().wait();
 }
 
-int countTimeWait(std::uint16_t port) {
+int countTimeWait(std::uint16_t port, std::uint16_t other) {
   int count = 0;
   for (const char* path : {"/proc/net/tcp", "/proc/net/tcp6"}) {
     std::ifstream in(path);
@@ -174,7 +174,12 @@ int countTimeWait(std::uint16_t port) {
       auto portOf = [](const std::string& a) {
         return static_cast<std::uint16_t>(std::stoul(a.substr(a.find(':') + 1), nullptr, 16));
       };
-      if (port == 0 || portOf(local) == port || portOf(remote) == port) ++count;
+      const std::uint16_t l = portOf(local), r = portOf(remote);
+      if (other != 0) {
+        if ((l == port && r == other) || (l == other && r == port)) ++count;
+      } else if (port == 0 || l == port || r == port) {
+        ++count;
+      }
     }
   }
   return count;

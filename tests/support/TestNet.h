@@ -66,8 +66,10 @@ class ServerThread {
   SocketAddress address_;
 };
 
-// TIME_WAIT entries whose local or remote port is `port` (0: all).
-[[nodiscard]] int countTimeWait(std::uint16_t port = 0);
+// TIME_WAIT entries whose local or remote port is `port` (0: all); with
+// `other` as well, only the entries between those two ports (one 4-tuple on
+// loopback, unaffected by other tests reusing the same ephemeral port).
+[[nodiscard]] int countTimeWait(std::uint16_t port = 0, std::uint16_t other = 0);
 // Waits (polling) until pred() or the timeout; returns pred().
 bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 5000ms);
 // Deterministic pseudo-random bytes.
