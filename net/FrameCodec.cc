@@ -7,7 +7,8 @@
 
 namespace keel {
 
-void FrameCodec::encodeHeader(std::uint32_t n, char out[kHeaderBytes]) noexcept {
+void FrameCodec::encodeHeader(std::uint32_t n, char out[kHeaderBytes], bool control) noexcept {
+  if (control) n |= kControlBit;
   out[0] = static_cast<char>(n >> 24);
   out[1] = static_cast<char>(n >> 16);
   out[2] = static_cast<char>(n >> 8);
@@ -16,7 +17,9 @@ void FrameCodec::encodeHeader(std::uint32_t n, char out[kHeaderBytes]) noexcept 
 
 void FrameCodec::onData(HandlerContext& ctx, Buffer& in) {
   while (in.readableBytes() >= kHeaderBytes) {
-    const std::uint32_t len = in.peekU32BE();
+    const std::uint32_t header = in.peekU32BE();
+    const bool control = (header & kControlBit) != 0;
+    const std::uint32_t len = header & ~kControlBit;
     if (len > maxFrame_) {
       KEEL_WARN("conn {}: frame of {} bytes announced, limit is {}; closing", ctx.connection().id(), len,
                 maxFrame_);
@@ -26,8 +29,13 @@ void FrameCodec::onData(HandlerContext& ctx, Buffer& in) {
     }
     if (in.readableBytes() < kHeaderBytes + len) break;  // wait for the rest
     const std::span<const char> frame(in.peek() + kHeaderBytes, len);
-    ++framesIn_;
-    ctx.fireFrame(frame);
+    if (control) {
+      ++controlIn_;
+      ctx.fireUserEvent(ControlFrame(frame));
+    } else {
+      ++framesIn_;
+      ctx.fireFrame(frame);
+    }
     in.retrieve(kHeaderBytes + len);
     if (ctx.connection().closed()) {
       in.retrieveAll();
