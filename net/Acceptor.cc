@@ -62,7 +62,7 @@ void Acceptor::onReadable() {
     std::error_code ec;
     Socket s = socket_.accept(nullptr, ec);
     if (s.valid()) {
-      ++stats_.accepted;
+      stats_.accepted.fetch_add(1, std::memory_order_relaxed);
       cb_(std::move(s));
       continue;
     }
@@ -70,18 +70,24 @@ void Acceptor::onReadable() {
     if (err == EAGAIN || err == EWOULDBLOCK) return;
     if (err == EINTR || err == ECONNABORTED || err == EPROTO) continue;  // that one connection is gone
     if ((err == EMFILE || err == ENFILE) && spare_) {
+      // accept4 reserves a descriptor before it looks at the queue, so EMFILE
+      // does not prove a connection is waiting: only count what was closed.
       spare_.reset();
       std::error_code ignored;
       Socket doomed = socket_.accept(nullptr, ignored);
+      const bool dropped = doomed.valid();
       doomed.close();
       spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-      ++stats_.droppedNoFd;
-      KEEL_WARN("accept: out of descriptors ({}); closed one pending connection", ec.message());
+      if (!dropped) return;  // queue empty
+      if (stats_.droppedNoFd.fetch_add(1, std::memory_order_relaxed) % 1000 == 0) {
+        KEEL_WARN("accept: out of descriptors ({}); closing pending connections at once ({} so far)", ec.message(),
+                  stats_.droppedNoFd.load(std::memory_order_relaxed));
+      }
       continue;
     }
     // Anything else (or no spare to trade): back off briefly instead of
     // letting a level-triggered listener spin on the same error.
-    ++stats_.errors;
+    stats_.errors.fetch_add(1, std::memory_order_relaxed);
     KEEL_ERROR("accept: {}; pausing accepts for 100 ms", ec.message());
     pause();
     backoff_ = loop_.runAfter(std::chrono::milliseconds(100), [this] {

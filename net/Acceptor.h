@@ -9,6 +9,7 @@
 // Thread-safety: loop thread only.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -25,10 +26,11 @@ class Acceptor {
  public:
   using NewConnection = std::function<void(Socket socket)>;
 
+  // Written on the loop thread, readable from any thread.
   struct Stats {
-    std::uint64_t accepted = 0;
-    std::uint64_t droppedNoFd = 0;  // accepted and closed at once for lack of descriptors
-    std::uint64_t errors = 0;
+    std::atomic<std::uint64_t> accepted{0};
+    std::atomic<std::uint64_t> droppedNoFd{0};  // accepted and closed at once for lack of descriptors
+    std::atomic<std::uint64_t> errors{0};
   };
 
   Acceptor(EventLoop& loop, NewConnection cb, int batch = 64);

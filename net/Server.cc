@@ -140,11 +140,11 @@ void Server::stop(std::function<void()> done) {
   if (!started_ || stopping_) return;
   stopping_ = true;
   stopDone_ = std::move(done);
-  acceptor_.reset();
+  if (acceptor_) acceptor_->close();  // closed, not destroyed: stats() still reads it
   for (auto& s : slots_) {
     s->loop->runInLoop([&slot = *s, alive = std::weak_ptr<bool>(alive_)] {
       if (alive.expired()) return;
-      slot.acceptor.reset();
+      if (slot.acceptor) slot.acceptor->close();
       for (auto& [id, conn] : slot.connections) conn->shutdown();
     });
   }
@@ -187,7 +187,12 @@ ServerStats Server::stats() const {
   st.refusedFull = refusedFull_.load(std::memory_order_relaxed);
   st.closed = closed_.load(std::memory_order_relaxed);
   for (std::size_t i = 0; i < closedBy_.size(); ++i) st.closedBy[i] = closedBy_[i].load(std::memory_order_relaxed);
-  if (acceptor_ && loop_.isInLoopThread()) st.droppedNoFd = acceptor_->stats().droppedNoFd;
+  // Acceptors live until the server is destroyed and their counters are
+  // atomic, so this is safe from any thread.
+  if (acceptor_) st.droppedNoFd += acceptor_->stats().droppedNoFd.load(std::memory_order_relaxed);
+  for (const auto& s : slots_) {
+    if (s->acceptor) st.droppedNoFd += s->acceptor->stats().droppedNoFd.load(std::memory_order_relaxed);
+  }
   return st;
 }
 
