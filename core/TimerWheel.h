@@ -6,9 +6,10 @@
 // when it comes round. Schedule and cancel are O(1); each timer is moved down
 // at most five times before it fires, so expiry is amortised O(1) as well.
 //
-// Nodes live in one slab (a vector) and are linked by 32-bit indices, with a
-// free list, so scheduling allocates nothing once the slab has grown to the
-// peak number of pending timers. A std::function whose captures fit its
+// Nodes live in one slab (a vector, with a free list) and each slot holds the
+// 32-bit indices of its nodes in blocks from one shared pool (see the private
+// section for why), so scheduling allocates nothing once the slab and the pool
+// have grown to the peak number of pending timers. A std::function whose captures fit its
 // small-object buffer (16 bytes in libstdc++: a pointer and an integer)
 // does not allocate either.
 //
@@ -81,40 +82,97 @@ class TimerWheel {
   static constexpr std::uint32_t kNil = UINT32_MAX;
   enum class State : std::uint8_t { Free, Pending, Firing, FiringCancelled };
 
-  struct Node {
-    std::uint32_t prev = kNil;
-    std::uint32_t next = kNil;
-    std::uint32_t generation = 1;
-    State state = State::Free;
-    std::uint8_t level = 0;  // for sentinel bookkeeping
-    std::uint16_t slot = 0;
+  // Why the layout is what it is. With a million pending timers nothing the
+  // wheel touches per timer is in cache; what costs is the number of
+  // *dependent* cache misses. A linked list through the nodes makes every
+  // cascade and every firing a chain of them (load a node to learn the next).
+  // So a slot is an array of node indices instead (in blocks, below): the
+  // indices of a whole slot are known up front and the nodes can be
+  // prefetched a few entries ahead, turning a chain of misses into a stream
+  // of overlapping ones. And the node is split in two: the part every
+  // cascade needs (expiry, position) is 32 bytes, the std::function (32
+  // bytes, only needed to fire or free) lives in a parallel array.
+
+  // Hot half, indexed like Payload. 32-byte aligned: never straddles a line.
+  struct alignas(32) Node {
     std::uint64_t expiry = 0;    // absolute tick
     std::uint64_t interval = 0;  // ticks; 0 = one-shot
+    // Pending: this node's entry in blocks_ (block * kBlockStride + offset),
+    // which makes cancel an O(1) swap-remove. Free: the next free node.
+    std::uint32_t pos = kNil;
+    std::uint32_t generation = 1;
+    State state = State::Free;
+  };
+  // Cold half: touched when a timer is scheduled, fires or is freed.
+  struct alignas(32) Payload {
     Callback cb;
   };
 
+  // A slot's entries live in a chain of 64-byte blocks from one shared pool,
+  // not in a vector per slot: the pool needs about pending/13 blocks whatever
+  // the distribution over slots, so reserve() can bound it and a slot that
+  // happens to get more entries than ever before still allocates nothing.
+  // Every block of a list is full except the tail, so swap-remove takes the
+  // last entry of the tail block. `owner` is the slot (level * kSlots + slot),
+  // which is how cancel finds the list from a node's position, or kFiring for
+  // the blocks of a batch being fired.
+  static constexpr std::uint32_t kBlockEntries = 13;
+  static constexpr std::uint32_t kBlockShift = 4;  // positions: block << 4 | offset
+  static constexpr std::uint32_t kFiring = kNil;
+  struct alignas(64) Block {
+    std::array<std::uint32_t, kBlockEntries> entry;
+    std::uint32_t next;
+    std::uint32_t prev;
+    std::uint32_t owner;
+  };
+  struct List {
+    std::uint32_t head = kNil;
+    std::uint32_t tail = kNil;
+    std::uint32_t tailCount = 0;  // entries in the tail block
+  };
+  static constexpr std::size_t kSlotCount = static_cast<std::size_t>(kLevels) * kSlots;
+
   std::uint64_t tickOf(TimePoint t) const noexcept;  // floor
+  void growFor(std::size_t pending);                 // capacity for `pending` timers; may throw
   std::uint32_t allocNode();
-  void freeNode(std::uint32_t i) noexcept;
-  void file(std::uint32_t i) noexcept;    // put a pending node in its slot
-  void unlink(std::uint32_t i) noexcept;  // take a node out of its list
-  void pushBack(std::uint32_t head, std::uint32_t i) noexcept;
-  void cascade(int level, unsigned slot) noexcept;
+  std::uint32_t appendNode();  // the slab's growth path
+  void freeNode(std::uint32_t i) noexcept;     // destroys the callback too
+  void releaseNode(std::uint32_t i) noexcept;  // node bookkeeping only
+  std::uint32_t allocBlock(std::uint32_t owner) noexcept;
+  void freeBlock(std::uint32_t b) noexcept;
+  std::uint32_t& entryAt(std::uint32_t pos) noexcept {
+    return blocks_[pos >> kBlockShift].entry[pos & ((1U << kBlockShift) - 1)];
+  }
+  void file(std::uint32_t i) noexcept;        // put a pending node in its slot
+  void removeEntry(std::uint32_t i) noexcept;  // take a pending node out of its list
+  List detach(unsigned slotIndex) noexcept;     // empties a slot, returning its list
+  // Walks a detached list a few entries ahead of the loop consuming it and
+  // prefetches the nodes there (and their callbacks when firing).
+  struct Lookahead {
+    std::uint32_t block;
+    std::uint32_t offset;
+    std::uint32_t tail;
+    std::uint32_t tailCount;
+  };
+  void prefetchNext(Lookahead& la, bool payloadToo) const noexcept;
+  void cascade(int level, unsigned slot);
+  void fire(List batch, std::size_t& fired);
   void processTick(std::uint64_t tick, std::size_t& fired);
   // The next tick at which a slot fires or must be re-filed; UINT64_MAX if none.
   std::uint64_t nextEventTick() const noexcept;
-  std::uint32_t sentinel(int level, unsigned slot) const noexcept {
-    return static_cast<std::uint32_t>(level * kSlots) + slot;
-  }
 
   TimePoint origin_;
   Duration tick_;
   std::uint64_t current_ = 0;  // next tick to process
+  TimePoint currentStart_;     // start of tick current_ (or earlier): advance() before it is a no-op
   std::size_t live_ = 0;
   std::array<std::uint64_t, kLevels> occupied_{};  // bit per non-empty slot
-  std::vector<Node> nodes_;                        // [0, kLevels*kSlots) are slot sentinels, then firing list
-  std::uint32_t freeHead_ = kNil;
-  std::uint32_t firingHead_ = 0;
+  std::array<List, kSlotCount> slots_{};
+  std::vector<Node> nodes_;
+  std::vector<Payload> payloads_;  // parallel to nodes_
+  std::vector<Block> blocks_;
+  std::uint32_t freeNode_ = kNil;
+  std::uint32_t freeBlock_ = kNil;
 };
 
 }  // namespace keel

@@ -1,0 +1,1099 @@
+#!/usr/bin/env python3
+"""keel bench orchestrator: the suite behind `make bench`.
+
+    python3 bench/run.py --build build/release [--quick] [--out bench/results]
+
+QUICK=1 in the environment (or --quick) runs the short mode: fewer rounds,
+counts and sizes, but every section. Python standard library only.
+
+Sections
+  1. small-packet ping-pong latency: keel-pingpong (one connection, one message
+     in flight) against each echo server, sizes 1..4096 B, p50..max.
+  2. Nagle / delayed-ACK matrix: {client Nagle on, off} x {keel-rr profile
+     kernel, latency} x {write-read, write-write-read}, p50 and p99 per cell.
+     keel-rr answers only once the WHOLE request is in; floor-echo is shown
+     alongside as the reference (an echo server answers each piece at once,
+     so its reply carries the ACK and the stall never shows).
+  3. throughput: keel-tput, 16 KiB blocks ping-ponged over 1..1000
+     connections, MiB/s.
+  4. connection scale, 5. dead-peer detection: not in this suite yet.
+  6. micro-benchmarks: timer_bench and micro_bench (Google Benchmark).
+
+Every server is its own process, started on port 0; its "listening on
+HOST:PORT" line gives the port. Comparisons are side by side in one run:
+each round runs every server once (the order rotates from round to round),
+and the figures reported are medians over rounds. Every figure is also given
+as a ratio to floor-echo (the bare epoll loop) measured in the same run.
+
+A binary that is not built becomes a "not built" row; a server that fails
+becomes a "failed" row. Neither fails the run.
+
+Output: progress and tables on the terminal; bench/results/<UTC>.json with
+every figure and the machine; gnuplot PNGs; copies as latest.json,
+latency-latest.png, nagle-latest.png (and throughput-latest.png).
+"""
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SCHEMA = "keel-bench/1"
+FLOOR = "floor-echo"
+STALL_US = 5000.0  # a loopback round trip this slow is a timer (delayed ACK), not work
+PERCENTILES = ["p50_us", "p90_us", "p99_us", "p999_us", "max_us"]
+PCT_LABELS = {"p50_us": "p50", "p90_us": "p90", "p99_us": "p99", "p999_us": "p99.9", "max_us": "max"}
+
+# Mode settings. FULL must finish within 5 minutes, QUICK within 60 seconds
+# on the shared 2-core VM (the remaining time is the build check of make).
+FULL = {
+    "lat_sizes": [1, 16, 64, 256, 1024, 4096],
+    "lat_rounds": 3,
+    "lat_count": 8000,
+    "lat_warmup": 500,
+    "nagle_size": 20,  # 10 + 10 bytes in write-write-read
+    "nagle_rounds": 3,
+    "nagle_pilot": 8,  # round trips of the untimed pilot that sizes each cell
+    "nagle_budget_s": 0.5,  # per run; a 44 ms stall gets nagle_min round trips instead
+    "nagle_min": 30,
+    "nagle_max": 5000,
+    "tput_conns": [1, 10, 100, 1000],
+    "tput_block": 16384,
+    "tput_rounds": 3,
+    "tput_seconds": 1.0,
+    "tput_warmup": 0.3,
+    "micro_min_time": 0.1,
+    # The 1M-timer cases take about 2 minutes (mostly set-up) on the shared
+    # VM, more than the 5-minute budget allows: run timer_bench by hand for them.
+    "timer_filter": "/1000$|/100000$",
+}
+QUICK = dict(
+    FULL,
+    lat_sizes=[1, 64, 1024],
+    lat_rounds=1,
+    lat_count=2000,
+    lat_warmup=200,
+    nagle_rounds=1,
+    nagle_pilot=4,
+    nagle_budget_s=0.1,
+    nagle_min=10,
+    nagle_max=1000,
+    tput_conns=[1, 100],
+    tput_rounds=1,
+    tput_seconds=0.5,
+    tput_warmup=0.2,
+    micro_min_time=0.01,
+    timer_filter="/1000$",
+)
+
+
+# ---- terminal ------------------------------------------------------------------
+
+T0 = time.monotonic()
+
+
+def say(msg=""):
+    print(msg, flush=True)
+
+
+def progress(done, total, msg):
+    say(f"  [{done:>3}/{total}] {time.monotonic() - T0:6.1f}s  {msg}")
+
+
+def fmt_us(v):
+    if v is None:
+        return "-"
+    if v >= 1000:
+        return f"{v / 1000:.2f}ms"
+    return f"{v:.1f}"
+
+
+def fmt_ratio(v):
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def table(header, rows, align=None):
+    """Plain text table; align is a string of 'l'/'r' per column."""
+    cols = len(header)
+    align = align or "l" + "r" * (cols - 1)
+    width = [len(str(h)) for h in header]
+    for r in rows:
+        # A short row (a status instead of figures) lets its last cell run
+        # across the columns it does not fill, without widening them.
+        for i, c in enumerate(r[:cols] if len(r) >= cols else r[:-1]):
+            width[i] = max(width[i], len(str(c)))
+
+    def line(r):
+        cells = []
+        for i in range(min(cols, len(r))):
+            c = str(r[i])
+            if len(r) < cols and i == len(r) - 1:
+                cells.append(c)
+            else:
+                cells.append(c.ljust(width[i]) if align[i] == "l" else c.rjust(width[i]))
+        return "  " + "  ".join(cells).rstrip()
+
+    out = [line(header), "  " + "  ".join("-" * w for w in width)]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+# ---- machine ---------------------------------------------------------------------
+
+
+def read_text(path):
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+SYSCTLS = [
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+    "net.ipv4.tcp_tw_reuse",
+    "net.ipv4.ip_local_port_range",
+    "net.core.somaxconn",
+    "net.ipv4.tcp_max_syn_backlog",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+]
+
+
+def machine_info(nofile_before, nofile_after):
+    cpu = None
+    cpuinfo = read_text("/proc/cpuinfo") or ""
+    for ln in cpuinfo.splitlines():
+        if ln.startswith("model name"):
+            cpu = ln.split(":", 1)[1].strip()
+            break
+    sysctls = {}
+    for name in SYSCTLS:
+        v = read_text("/proc/sys/" + name.replace(".", "/"))
+        sysctls[name] = " ".join(v.split()) if v is not None else None
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = None
+    return {
+        "hostname": platform.node(),
+        "kernel": platform.release(),
+        "kernel_version": platform.version(),
+        "arch": platform.machine(),
+        "cpu_model": cpu,
+        "cores": os.cpu_count(),
+        "cores_usable": affinity,
+        "memory_total_kb": next(
+            (int(ln.split()[1]) for ln in (read_text("/proc/meminfo") or "").splitlines() if ln.startswith("MemTotal")),
+            None,
+        ),
+        "sysctls": sysctls,
+        "open_file_limit": {
+            "soft_at_start": nofile_before[0],
+            "hard": nofile_before[1],
+            "soft_used": nofile_after[0],
+        },
+        "python": platform.python_version(),
+    }
+
+
+def loadavg():
+    v = read_text("/proc/loadavg")
+    return [float(x) for x in v.split()[:3]] if v else None
+
+
+def git_info(repo):
+    def run(*args):
+        try:
+            r = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
+            return r.stdout.strip() if r.returncode == 0 else None
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+
+    status = run("status", "--porcelain")
+    return {"commit": run("rev-parse", "HEAD"), "dirty_files": None if status is None else len(status.splitlines())}
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    before = (soft, hard)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+    return before, resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+# ---- servers ---------------------------------------------------------------------
+
+LISTEN_RE = re.compile(r"listening on (\S+?):(\d+)\b")
+
+
+class Server:
+    """One server binary, started as its own process on port 0."""
+
+    def __init__(self, name, binary, args, label=None):
+        self.name = name  # unique key in the results
+        self.binary = binary
+        self.args = args
+        self.label = label or name
+        self.proc = None
+        self.port = None
+        self.log = None
+        self.status = "not started"
+        self.error = None
+
+    @property
+    def built(self):
+        return self.binary.is_file() and os.access(self.binary, os.X_OK)
+
+    def start(self, timeout=15.0):
+        if not self.built:
+            self.status, self.error = "not built", f"{self.binary} not found"
+            return False
+        self.log = tempfile.NamedTemporaryFile(prefix="keel-bench-" + re.sub(r"[^\w.-]", "_", self.name) + "-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(
+            [str(self.binary), "--port", "0", *self.args],
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_text()
+            m = LISTEN_RE.search(text)
+            if m:
+                self.port = int(m.group(2))
+                self.status = "ok"
+                return True
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        rc = self.proc.poll()
+        self.status = "failed"
+        self.error = (
+            f"exited with status {rc} before listening" if rc is not None else f"no 'listening on' line in {timeout:.0f}s"
+        )
+        tail = self.log_text().strip().splitlines()[-3:]
+        if tail:
+            self.error += ": " + " | ".join(tail)
+        self.stop()
+        return False
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None and self.status == "ok"
+
+    def mark_dead(self):
+        if self.status == "ok":
+            rc = self.proc.poll() if self.proc else None
+            self.status = "failed"
+            self.error = f"server exited during the run (status {rc})"
+            tail = self.log_text().strip().splitlines()[-3:]
+            if tail:
+                self.error += ": " + " | ".join(tail)
+
+    def log_text(self):
+        try:
+            return Path(self.log.name).read_text(errors="replace")
+        except (OSError, AttributeError):
+            return ""
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if self.log is not None:
+            self.log.close()
+            try:
+                os.unlink(self.log.name)
+            except OSError:
+                pass
+            self.log = None
+
+    def describe(self):
+        d = {"binary": rel(self.binary), "args": ["--port", "0", *self.args], "status": self.status}
+        if self.error:
+            d["error"] = self.error
+        return d
+
+
+class ServerSet:
+    """Starts a section's servers together, stops them all on exit."""
+
+    def __init__(self, servers):
+        self.servers = servers
+
+    def __enter__(self):
+        for s in self.servers:
+            ok = s.start()
+            state = f"port {s.port}" if ok else s.status + (f" ({s.error})" if s.error and s.status != "not built" else "")
+            say(f"  {s.label:<22} {state}")
+        return self
+
+    def __exit__(self, *exc):
+        for s in self.servers:
+            s.stop()
+        return False
+
+    def running(self):
+        return [s for s in self.servers if s.status == "ok"]
+
+
+def rotated(items, r):
+    if not items:
+        return items
+    k = r % len(items)
+    return items[k:] + items[:k]
+
+
+def run_json(cmd, timeout):
+    """Runs a client; returns (dict, None) from its last JSON line, or (None, error)."""
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {timeout:.0f}s"
+    except OSError as e:
+        return None, str(e)
+    if r.returncode != 0:
+        msg = (r.stderr or r.stdout).strip().splitlines()
+        return None, f"exit {r.returncode}: " + (msg[-1] if msg else "no output")
+    for ln in reversed(r.stdout.strip().splitlines()):
+        ln = ln.strip()
+        if ln.startswith("{"):
+            try:
+                return json.loads(ln), None
+            except json.JSONDecodeError:
+                break
+    return None, "no JSON line in the output"
+
+
+def median_of(rounds, key):
+    vals = [r[key] for r in rounds if isinstance(r.get(key), (int, float))]
+    return statistics.median(vals) if vals else None
+
+
+def ratio(a, b):
+    return round(a / b, 4) if a is not None and b not in (None, 0) else None
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def rel(path):
+    """A path inside the repository relative to its root (latest.json is committed)."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+# ---- section 1: latency ----------------------------------------------------------
+
+
+def section_latency(cfg, bindir):
+    say("\n== 1. small-packet ping-pong latency (one connection, one message in flight)")
+    client = bindir / "keel-pingpong"
+    servers = [
+        Server(FLOOR, bindir / "floor-echo", []),
+        Server("keel-echo", bindir / "keel-echo", ["--threads", "0"], "keel-echo (1 loop)"),
+        Server("libevent-echo", bindir / "libevent-echo", []),
+        Server("libuv-echo", bindir / "libuv-echo", []),
+        Server("asio-echo", bindir / "asio-echo", []),
+    ]
+    sizes = cfg["lat_sizes"]
+    rounds = cfg["lat_rounds"]
+    raw = {(s.name, z): [] for s in servers for z in sizes}
+    errors = {(s.name, z): [] for s in servers for z in sizes}
+    say(
+        f"  {rounds} round(s) x {len(sizes)} sizes x {len(servers)} servers; "
+        f"{cfg['lat_count']} round trips (+{cfg['lat_warmup']} warm-up) per run"
+    )
+    if not client.is_file():
+        say(f"  keel-pingpong not built ({client}); section skipped")
+        return {"status": "client not built", "rows": [], "servers": {s.name: s.describe() for s in servers}}
+
+    with ServerSet(servers) as ss:
+        live = ss.running()
+        total = rounds * len(sizes) * len(live)
+        done = 0
+        for r in range(rounds):
+            for size in sizes:
+                parts = []
+                for s in rotated(live, r):
+                    if not s.alive():
+                        s.mark_dead()
+                        parts.append(f"{s.name} dead")
+                        done += 1
+                        continue
+                    cmd = [str(client), "--port", str(s.port), "--size", str(size), "--count", str(cfg["lat_count"]),
+                           "--warmup", str(cfg["lat_warmup"]), "--nodelay", "1", "--mode", "echo", "--json"]
+                    res, err = run_json(cmd, timeout=120)
+                    done += 1
+                    if res:
+                        raw[(s.name, size)].append(res)
+                        parts.append(f"{s.name} {fmt_us(res['p50_us'])}")
+                    else:
+                        errors[(s.name, size)].append(err)
+                        parts.append(f"{s.name} ERROR")
+                        if not s.alive():
+                            s.mark_dead()
+                progress(done, total, f"round {r + 1}/{rounds} {size:>4} B  p50 us: " + " | ".join(parts))
+        server_desc = {s.name: s.describe() for s in servers}
+
+    rows = []
+    for size in sizes:
+        floor_rounds = raw[(FLOOR, size)]
+        floor_p50, floor_p99 = median_of(floor_rounds, "p50_us"), median_of(floor_rounds, "p99_us")
+        for s in servers:
+            rr = raw[(s.name, size)]
+            row = {"server": s.name, "label": s.label, "size": size, "rounds": rr}
+            if rr:
+                row["status"] = "ok"
+                for k in PERCENTILES + ["mean_us"]:
+                    row[k] = median_of(rr, k)
+                row["ratio_to_floor"] = {"p50": ratio(row["p50_us"], floor_p50), "p99": ratio(row["p99_us"], floor_p99)}
+            else:
+                row["status"] = s.status if s.status != "ok" else "failed"
+            if errors[(s.name, size)]:
+                row["errors"] = errors[(s.name, size)]
+            rows.append(row)
+
+    say(f"\n  latency in us (medians over {rounds} round(s)); x floor = server / floor-echo, lower is better")
+    trows = []
+    for size in sizes:
+        for row in (x for x in rows if x["size"] == size):
+            if row["status"] == "ok":
+                trows.append([size, row["label"]] + [fmt_us(row[k]) for k in PERCENTILES]
+                             + [fmt_ratio(row["ratio_to_floor"]["p50"]), fmt_ratio(row["ratio_to_floor"]["p99"])])
+            else:
+                trows.append([size, row["label"], row["status"]])
+    trows.append(["-", "keel client -> keel-echo", "TODO: needs keel client mode in keel-pingpong"])
+    say(table(["size", "server", "p50", "p90", "p99", "p99.9", "max", "p50 x floor", "p99 x floor"], trows,
+              "rlrrrrrrr"))
+    return {
+        "status": "ok",
+        "client": "keel-pingpong --nodelay 1 --mode echo",
+        "sizes": sizes,
+        "rounds": rounds,
+        "count": cfg["lat_count"],
+        "warmup": cfg["lat_warmup"],
+        "floor": FLOOR,
+        "servers": server_desc,
+        "rows": rows,
+        "todo": [{"row": "keel client -> keel-echo", "status": "TODO: needs keel client mode in keel-pingpong"}],
+    }
+
+
+# ---- section 2: Nagle / delayed-ACK matrix ---------------------------------------
+
+CLIENT_CONFIGS = [  # (nodelay, mode)
+    (0, "echo"),
+    (0, "wwr"),
+    (1, "echo"),
+    (1, "wwr"),
+]
+MODE_LABEL = {"echo": "write-read", "wwr": "write-write-read"}
+
+
+def nagle_label(nodelay):
+    return "Nagle on" if nodelay == 0 else "Nagle off"
+
+
+def section_nagle(cfg, bindir):
+    size = cfg["nagle_size"]
+    say(f"\n== 2. Nagle / delayed-ACK matrix ({size} B requests; write-write-read sends {size // 2} + {size - size // 2} B)")
+    client = bindir / "keel-pingpong"
+    servers = [
+        Server("keel-rr/kernel", bindir / "keel-rr", ["--request-size", str(size), "--profile", "kernel"],
+               "keel-rr kernel"),
+        Server("keel-rr/latency", bindir / "keel-rr", ["--request-size", str(size), "--profile", "latency"],
+               "keel-rr latency"),
+        Server(FLOOR, bindir / "floor-echo", [], "floor-echo (ref)"),
+    ]
+    rounds = cfg["nagle_rounds"]
+    say(
+        f"  keel-rr answers only whole requests; floor-echo answers each piece (reference). {rounds} round(s); "
+        f"each cell sized by a {cfg['nagle_pilot']}-round-trip pilot to ~{cfg['nagle_budget_s']}s "
+        f"({cfg['nagle_min']}..{cfg['nagle_max']} round trips)"
+    )
+    if not client.is_file():
+        say(f"  keel-pingpong not built ({client}); section skipped")
+        return {"status": "client not built", "rows": [], "servers": {s.name: s.describe() for s in servers}}
+
+    raw = {(s.name, c): [] for s in servers for c in CLIENT_CONFIGS}
+    errors = {(s.name, c): [] for s in servers for c in CLIENT_CONFIGS}
+    counts = {}
+    with ServerSet(servers) as ss:
+        live = ss.running()
+        cells = [(s, c) for c in CLIENT_CONFIGS for s in live]
+
+        def ping(s, c, count, warmup):
+            nodelay, mode = c
+            cmd = [str(client), "--port", str(s.port), "--size", str(size), "--count", str(count), "--warmup",
+                   str(warmup), "--nodelay", str(nodelay), "--mode", mode, "--json"]
+            return run_json(cmd, timeout=max(60.0, count * 0.1))
+
+        # Pilot: how long a round trip takes in each cell, so a stalled cell
+        # (~44 ms each) gets a few dozen round trips and a fast one thousands.
+        say("  pilot (untimed):")
+        for s, c in cells:
+            res, err = ping(s, c, cfg["nagle_pilot"], 1)
+            typical = res["p50_us"] if res else 1000.0  # the median: one slow pilot sample must not shrink a cell
+            n = int(cfg["nagle_budget_s"] * 1e6 / max(typical, 1.0))
+            counts[(s.name, c)] = max(cfg["nagle_min"], min(cfg["nagle_max"], n))
+            if err:
+                errors[(s.name, c)].append("pilot: " + err)
+        for c in CLIENT_CONFIGS:
+            say(f"    {nagle_label(c[0]):<9} {MODE_LABEL[c[1]]:<16} " + " | ".join(
+                f"{s.name} {counts[(s.name, c)]} rt" for s in live))
+
+        total = rounds * len(cells)
+        done = 0
+        for r in range(rounds):
+            for c in CLIENT_CONFIGS:
+                parts = []
+                for s in rotated(live, r):
+                    if not s.alive():
+                        s.mark_dead()
+                        parts.append(f"{s.name} dead")
+                        done += 1
+                        continue
+                    count = counts[(s.name, c)]
+                    res, err = ping(s, c, count, max(2, min(200, count // 10)))
+                    done += 1
+                    if res:
+                        raw[(s.name, c)].append(res)
+                        parts.append(f"{s.name} {fmt_us(res['p50_us'])}")
+                    else:
+                        errors[(s.name, c)].append(err)
+                        parts.append(f"{s.name} ERROR")
+                progress(done, total,
+                         f"round {r + 1}/{rounds} {nagle_label(c[0])}, {MODE_LABEL[c[1]]}: p50 us: " + " | ".join(parts))
+        server_desc = {s.name: s.describe() for s in servers}
+
+    rows = []
+    for c in CLIENT_CONFIGS:
+        nodelay, mode = c
+        fr = raw[(FLOOR, c)]
+        floor_p50, floor_p99 = median_of(fr, "p50_us"), median_of(fr, "p99_us")
+        for s in servers:
+            rr = raw[(s.name, c)]
+            row = {
+                "server": s.name,
+                "profile": s.name.split("/", 1)[1] if "/" in s.name else None,
+                "client_nagle": "on" if nodelay == 0 else "off",
+                "nodelay": nodelay,
+                "mode": mode,
+                "mode_label": MODE_LABEL[mode],
+                "count": counts.get((s.name, c)),
+                "rounds": rr,
+            }
+            if rr:
+                row["status"] = "ok"
+                for k in PERCENTILES + ["mean_us"]:
+                    row[k] = median_of(rr, k)
+                row["stalled"] = row["p50_us"] >= STALL_US
+                row["stalled_p99"] = row["p99_us"] >= STALL_US
+                row["ratio_to_floor"] = {"p50": ratio(row["p50_us"], floor_p50), "p99": ratio(row["p99_us"], floor_p99)}
+            else:
+                row["status"] = s.status if s.status != "ok" else "failed"
+            if errors[(s.name, c)]:
+                row["errors"] = errors[(s.name, c)]
+            rows.append(row)
+    # A cell is "rescued" when the kernel profile stalls there and the latency profile does not.
+    for c in CLIENT_CONFIGS:
+        k = next((x for x in rows if x["server"] == "keel-rr/kernel" and (x["nodelay"], x["mode"]) == c), None)
+        lat = next((x for x in rows if x["server"] == "keel-rr/latency" and (x["nodelay"], x["mode"]) == c), None)
+        if lat is not None and lat["status"] == "ok":
+            lat["rescued"] = bool(k and k["status"] == "ok" and k["stalled"] and not lat["stalled"])
+
+    def cell(row):
+        if row is None or row["status"] != "ok":
+            return (row or {}).get("status", "-")
+        mark = ""
+        if row.get("stalled"):
+            mark = "  << STALL"
+        elif row.get("rescued"):
+            mark = "  RESCUED"
+        elif row.get("stalled_p99"):
+            mark = "  (p99 stall)"
+        return f"{fmt_us(row['p50_us'])} / {fmt_us(row['p99_us'])} ({fmt_ratio(row['ratio_to_floor']['p50'])}){mark}"
+
+    say(f"\n  p50 / p99 in us (ms where marked), medians over {rounds} round(s); (x floor-echo p50 in the same client"
+        f" config). STALL: p50 >= {STALL_US / 1000:.0f} ms")
+    trows = []
+    for c in CLIENT_CONFIGS:
+        line = [nagle_label(c[0]) + (" (nodelay=0)" if c[0] == 0 else " (nodelay=1)"), MODE_LABEL[c[1]]]
+        for s in servers:
+            line.append(cell(next((x for x in rows if x["server"] == s.name and (x["nodelay"], x["mode"]) == c), None)))
+        trows.append(line)
+    say(table(["client", "pattern"] + [s.label for s in servers], trows, "lllll"))
+    stalls = [x for x in rows if x.get("stalled")]
+    rescues = [x for x in rows if x.get("rescued")]
+    say(f"  stalled cells: {len(stalls)}"
+        + "".join(f"\n    - {x['server']}: client Nagle {x['client_nagle']}, {x['mode_label']}: p50 {fmt_us(x['p50_us'])}"
+                  for x in stalls))
+    say(f"  cells keel's latency profile rescues: {len(rescues)}"
+        + "".join(f"\n    - client Nagle {x['client_nagle']}, {x['mode_label']}: p50 {fmt_us(x['p50_us'])}" for x in rescues))
+    return {
+        "status": "ok",
+        "request_size": size,
+        "rounds": rounds,
+        "stall_threshold_us": STALL_US,
+        "floor": FLOOR,
+        "servers": server_desc,
+        "rows": rows,
+    }
+
+
+# ---- section 3: throughput -------------------------------------------------------
+
+
+def section_throughput(cfg, bindir):
+    block = cfg["tput_block"]
+    say(f"\n== 3. throughput ({block // 1024} KiB blocks ping-ponged, one block in flight per connection)")
+    client = bindir / "keel-tput"
+    servers = [
+        Server(FLOOR, bindir / "floor-echo", []),
+        Server("keel-echo/1loop", bindir / "keel-echo", ["--threads", "0"], "keel-echo (1 loop)"),
+        Server("keel-echo/2loops", bindir / "keel-echo", ["--threads", "2"], "keel-echo (2 loops)"),
+        Server("libevent-echo", bindir / "libevent-echo", []),
+        Server("libuv-echo", bindir / "libuv-echo", []),
+        Server("asio-echo", bindir / "asio-echo", []),
+    ]
+    conns = cfg["tput_conns"]
+    rounds = cfg["tput_rounds"]
+    if not client.is_file():
+        say(f"  keel-tput not built ({client}); section skipped (every row: client not built)")
+        return {
+            "status": "client not built",
+            "rows": [{"server": s.name, "connections": c, "status": "client not built"} for s in servers for c in conns],
+            "servers": {s.name: {"binary": rel(s.binary), "status": "not started"} for s in servers},
+        }
+    say(f"  {rounds} round(s) x {len(conns)} connection counts x {len(servers)} servers; "
+        f"{cfg['tput_seconds']}s timed (+{cfg['tput_warmup']}s warm-up) per run")
+    raw = {(s.name, c): [] for s in servers for c in conns}
+    errors = {(s.name, c): [] for s in servers for c in conns}
+    with ServerSet(servers) as ss:
+        live = ss.running()
+        total = rounds * len(conns) * len(live)
+        done = 0
+        for r in range(rounds):
+            for c in conns:
+                parts = []
+                for s in rotated(live, r):
+                    if not s.alive():
+                        s.mark_dead()
+                        parts.append(f"{s.name} dead")
+                        done += 1
+                        continue
+                    cmd = [str(client), "--port", str(s.port), "--connections", str(c), "--block", str(block),
+                           "--seconds", str(cfg["tput_seconds"]), "--warmup", str(cfg["tput_warmup"]), "--json"]
+                    res, err = run_json(cmd, timeout=cfg["tput_seconds"] + cfg["tput_warmup"] + 60)
+                    done += 1
+                    if res and isinstance(res.get("mib_per_s"), (int, float)):
+                        raw[(s.name, c)].append(res)
+                        parts.append(f"{s.name} {res['mib_per_s']:.0f}")
+                    else:
+                        errors[(s.name, c)].append(err or "no mib_per_s in the output")
+                        parts.append(f"{s.name} ERROR")
+                        if not s.alive():
+                            s.mark_dead()
+                progress(done, total, f"round {r + 1}/{rounds} {c:>4} conn  MiB/s: " + " | ".join(parts))
+        server_desc = {s.name: s.describe() for s in servers}
+
+    rows = []
+    for c in conns:
+        floor_v = median_of(raw[(FLOOR, c)], "mib_per_s")
+        for s in servers:
+            rr = raw[(s.name, c)]
+            row = {"server": s.name, "label": s.label, "connections": c, "rounds": rr}
+            if rr:
+                row["status"] = "ok"
+                row["mib_per_s"] = median_of(rr, "mib_per_s")
+                row["ratio_to_floor"] = ratio(row["mib_per_s"], floor_v)
+            else:
+                row["status"] = s.status if s.status != "ok" else "failed"
+            if errors[(s.name, c)]:
+                row["errors"] = errors[(s.name, c)]
+            rows.append(row)
+
+    say(f"\n  MiB/s (medians over {rounds} round(s)); (x floor) = server / floor-echo, higher is better")
+    trows = []
+    for s in servers:
+        line = [s.label]
+        for c in conns:
+            row = next(x for x in rows if x["server"] == s.name and x["connections"] == c)
+            line.append(f"{row['mib_per_s']:.0f} ({fmt_ratio(row['ratio_to_floor'])})" if row["status"] == "ok"
+                        else row["status"])
+        trows.append(line)
+    say(table(["server"] + [f"{c} conn" for c in conns], trows))
+    return {
+        "status": "ok",
+        "client": "keel-tput",
+        "block": block,
+        "connections": conns,
+        "rounds": rounds,
+        "seconds": cfg["tput_seconds"],
+        "warmup_s": cfg["tput_warmup"],
+        "floor": FLOOR,
+        "servers": server_desc,
+        "rows": rows,
+    }
+
+
+# ---- section 6: micro-benchmarks -------------------------------------------------
+
+
+def run_gbench(binary, min_time, filt):
+    if not binary.is_file():
+        say(f"  {binary.name}: not built")
+        return {"status": "not built", "binary": rel(binary)}
+    with tempfile.NamedTemporaryFile(prefix="keel-gbench-", suffix=".json", delete=False) as f:
+        out = f.name
+    cmd = [str(binary), f"--benchmark_min_time={min_time}", f"--benchmark_out={out}", "--benchmark_out_format=json"]
+    if filt:
+        cmd.append(f"--benchmark_filter={filt}")
+    say(f"  $ {binary.name} {' '.join(cmd[1:2] + cmd[4:])}")
+    try:
+        r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=240)
+        for ln in r.stdout.splitlines():
+            say("    " + ln)
+        data = json.loads(Path(out).read_text()) if r.returncode == 0 else None
+    except (subprocess.TimeoutExpired, OSError, json.JSONDecodeError) as e:
+        return {"status": "failed", "binary": rel(binary), "error": str(e)}
+    finally:
+        try:
+            os.unlink(out)
+        except OSError:
+            pass
+    if data is None:
+        return {"status": "failed", "binary": rel(binary), "error": f"exit {r.returncode}: {r.stderr.strip()[-300:]}"}
+    keep = ("name", "run_type", "iterations", "real_time", "cpu_time", "time_unit", "bytes_per_second",
+            "items_per_second", "error_occurred", "error_message")
+    benches = []
+    for b in data.get("benchmarks", []):
+        e = {k: b[k] for k in keep if k in b}
+        extra = {k: v for k, v in b.items() if k not in keep and isinstance(v, (int, float))
+                 and k not in ("family_index", "per_family_instance_index", "repetitions", "repetition_index", "threads")}
+        if extra:
+            e["counters"] = extra
+        benches.append(e)
+    ctx = data.get("context", {})
+    return {
+        "status": "ok",
+        "binary": rel(binary),
+        "min_time_s": min_time,
+        "filter": filt or None,
+        "library_build_type": ctx.get("library_build_type"),
+        "benchmarks": benches,
+    }
+
+
+def section_micro(cfg, bindir):
+    say("\n== 6. micro-benchmarks (Google Benchmark)")
+    return {
+        "timer_bench": run_gbench(bindir / "timer_bench", cfg["micro_min_time"], cfg["timer_filter"]),
+        "micro_bench": run_gbench(bindir / "micro_bench", cfg["micro_min_time"], ""),
+    }
+
+
+# ---- plots -----------------------------------------------------------------------
+
+
+def gp_str(s):
+    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def plot_latency(lat, path, work):
+    rows = [r for r in lat.get("rows", []) if r.get("status") == "ok"]
+    if not rows:
+        say("  latency: no figures to plot")
+        return False
+    sizes = lat["sizes"]
+    servers = []
+    for r in rows:
+        if r["server"] not in servers:
+            servers.append(r["server"])
+    labels = {r["server"]: r["label"] for r in rows}
+    data = work / "latency.dat"
+    with open(data, "w") as f:
+        for size in sizes:
+            f.write(f"# size {size}\n")
+            for i, k in enumerate(PERCENTILES):
+                vals = []
+                for s in servers:
+                    row = next((r for r in rows if r["server"] == s and r["size"] == size), None)
+                    vals.append(f"{row[k]:.3f}" if row else "NaN")
+                f.write(f"{i} {PCT_LABELS[k]} " + " ".join(vals) + "\n")
+            f.write("\n\n")
+    ncol = 3 if len(sizes) > 4 else 2 if len(sizes) > 1 else 1
+    nrow = (len(sizes) + ncol - 1) // ncol
+    script = [
+        f"set terminal pngcairo size {480 * ncol},{380 * nrow} font 'sans,9' noenhanced",
+        f"set output {gp_str(path)}",
+        "set datafile missing 'NaN'",
+        "set logscale y",
+        "set grid ytics mytics xtics",
+        "set ylabel 'round trip (us)'",
+        "set xrange [-0.3:4.3]",
+        "set key top left font 'sans,8'",
+        f"set multiplot layout {nrow},{ncol} title "
+        + gp_str(f"keel bench: ping-pong latency percentiles per server (medians over {lat['rounds']} rounds, "
+                 f"{lat['count']} round trips each)"),
+    ]
+    for bi, size in enumerate(sizes):
+        plots = []
+        for si, s in enumerate(servers):
+            plots.append(f"{gp_str(data)} index {bi} using 1:{si + 3}:xtic(2) with linespoints lw 2 pt 7 ps 0.8 "
+                         f"title {gp_str(labels[s])}")
+        script.append(f"set title {gp_str(f'{size} B')}")
+        script.append("plot " + ", ".join(plots))
+    script.append("unset multiplot")
+    return run_gnuplot(script, work / "latency.gp")
+
+
+def plot_nagle(ng, path, work):
+    rows = [r for r in ng.get("rows", []) if r.get("status") == "ok"]
+    if not rows:
+        say("  nagle: no figures to plot")
+        return False
+    servers = []
+    for r in rows:
+        if r["server"] not in servers:
+            servers.append(r["server"])
+    colors = {"keel-rr/kernel": "#d95f02", "keel-rr/latency": "#1b9e77", FLOOR: "#7570b3"}
+    data = work / "nagle.dat"
+    lbl = work / "nagle-labels.dat"
+    step = len(servers) + 1
+    with open(data, "w") as f, open(lbl, "w") as fl:
+        for ci, c in enumerate(CLIENT_CONFIGS):
+            for si, s in enumerate(servers):
+                row = next((r for r in rows if r["server"] == s and (r["nodelay"], r["mode"]) == c), None)
+                if row is None:
+                    continue
+                x = ci * step + si
+                color = int(colors.get(s, "#666666")[1:], 16)
+                f.write(f"{x} {row['p50_us']:.3f} {row['p99_us']:.3f} {color}\n")
+                text = fmt_us(row["p50_us"])
+                if row.get("stalled"):
+                    text += " STALL"
+                elif row.get("rescued"):
+                    text += " rescued"
+                fl.write(f"{x} {max(row['p50_us'], row['p99_us']) * 1.3:.3f} {gp_str(text)} {1 if row.get('stalled') else 2 if row.get('rescued') else 0}\n")
+    tics = []
+    for ci, c in enumerate(CLIENT_CONFIGS):
+        text = nagle_label(c[0]) + "\n" + MODE_LABEL[c[1]]
+        tics.append(f"{gp_str(text)} {ci * step + (len(servers) - 1) / 2:.1f}")
+    xt = ", ".join(tics)
+    keys = ", ".join(f"NaN with boxes fs solid 0.8 lc rgb {gp_str(colors.get(s, '#666666'))} title {gp_str(s)}"
+                     for s in servers)
+    script = [
+        "set terminal pngcairo size 1100,600 font 'sans,10' noenhanced",
+        f"set output {gp_str(path)}",
+        "set title " + gp_str(f"keel bench: Nagle / delayed-ACK matrix, {ng['request_size']} B request "
+                              "(bars: p50, whiskers up to p99; log scale)"),
+        "set logscale y",
+        "set yrange [5:3000000]",
+        "set ylabel 'round trip (us)'",
+        "set grid ytics",
+        f"set xrange [-0.8:{len(CLIENT_CONFIGS) * step - 1.2}]",
+        f"set xtics ({xt}) font 'sans,9'",
+        "set boxwidth 0.85",
+        "set bmargin 4",
+        "set style fill solid 0.8 border -1",
+        "set key top left",
+        "set arrow from graph 0, first 40000 to graph 1, first 40000 nohead dt 2 lc rgb '#cc0000'",
+        "set label 'delayed-ACK timer, about 40 ms' at graph 0.75, first 52000 tc rgb '#cc0000' font 'sans,8'",
+        "plot " + ", ".join([
+            f"{gp_str(data)} using 1:2:4 with boxes lc rgb variable notitle",
+            f"{gp_str(data)} using 1:2:2:3 with yerrorbars lc rgb '#333333' pt -1 notitle",
+            f"{gp_str(lbl)} using 1:2:3:($4==1 ? 0xcc0000 : $4==2 ? 0x008800 : 0x333333) with labels rotate by 90 "
+            "left tc rgb variable font 'sans,8' notitle",
+            keys,
+        ]),
+    ]
+    return run_gnuplot(script, work / "nagle.gp")
+
+
+def plot_throughput(tp, path, work):
+    rows = [r for r in tp.get("rows", []) if r.get("status") == "ok"]
+    if not rows:
+        say("  throughput: no figures to plot")
+        return False
+    servers, labels = [], {}
+    for r in rows:
+        if r["server"] not in servers:
+            servers.append(r["server"])
+            labels[r["server"]] = r["label"]
+    conns = tp["connections"]
+    data = work / "tput.dat"
+    with open(data, "w") as f:
+        f.write("conns " + " ".join(gp_str(labels[s]) for s in servers) + "\n")
+        for c in conns:
+            vals = []
+            for s in servers:
+                row = next((r for r in rows if r["server"] == s and r["connections"] == c), None)
+                vals.append(f"{row['mib_per_s']:.1f}" if row else "NaN")
+            f.write(f"{gp_str(str(c) + ' conn')} " + " ".join(vals) + "\n")
+    script = [
+        "set terminal pngcairo size 1000,500 font 'sans,10' noenhanced",
+        f"set output {gp_str(path)}",
+        "set title " + gp_str(f"keel bench: {tp['block'] // 1024} KiB ping-pong throughput (medians over "
+                              f"{tp['rounds']} rounds)"),
+        "set datafile missing 'NaN'",
+        "set style data histograms",
+        "set style histogram clustered gap 1",
+        "set style fill solid 0.8 border -1",
+        "set ylabel 'MiB/s'",
+        "set yrange [0:*]",
+        "set grid ytics",
+        "set key outside right top autotitle columnhead",
+        f"set xrange [-0.6:{len(conns) - 0.4}]",
+        "plot " + ", ".join(f"{gp_str(data)} using {i + 2}:xtic(1)" for i in range(len(servers))),
+    ]
+    return run_gnuplot(script, work / "tput.gp")
+
+
+def finite(v):
+    """JSON has no NaN or infinity: such a figure becomes null."""
+    if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(v, dict):
+        return {k: finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [finite(x) for x in v]
+    return v
+
+
+def run_gnuplot(script, gp_path):
+    gp_path.write_text("\n".join(script) + "\n")
+    try:
+        r = subprocess.run(["gnuplot", str(gp_path)], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        say(f"  gnuplot failed: {e}")
+        return False
+    if r.returncode != 0:
+        say(f"  gnuplot failed ({gp_path.name}): {r.stderr.strip()[-400:]}")
+        return False
+    return True
+
+
+# ---- main ------------------------------------------------------------------------
+
+
+def main():
+    here = Path(__file__).resolve().parent
+    ap = argparse.ArgumentParser(description="keel bench suite: latency, Nagle matrix, throughput, micro-benchmarks")
+    ap.add_argument("--build", default="build/release", help="CMake build directory (binaries in BUILD/bin)")
+    ap.add_argument("--out", default=str(here / "results"), help="results directory")
+    ap.add_argument("--quick", action="store_true", help="short mode (also QUICK=1 in the environment)")
+    ap.add_argument("--sections", default="latency,nagle,throughput,micro",
+                    help="comma-separated subset of latency,nagle,throughput,micro")
+    args = ap.parse_args()
+
+    quick = args.quick or os.environ.get("QUICK", "") not in ("", "0")
+
+    def on_term(signo, frame):  # a SIGTERM stops the run like Ctrl-C: servers are stopped, results kept
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    cfg = QUICK if quick else FULL
+    bindir = Path(args.build).resolve() / "bin"
+    outdir = Path(args.out).resolve()
+    outdir.mkdir(parents=True, exist_ok=True)
+    wanted = set(args.sections.split(","))
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+    nofile_before, nofile_after = raise_nofile()
+    machine = machine_info(nofile_before, nofile_after)
+    load_start = loadavg()
+    say(f"keel bench ({'QUICK' if quick else 'full'} mode) {stamp}")
+    say(f"  binaries: {bindir}")
+    say(f"  machine: {machine['cpu_model']}, {machine['cores']} cores, Linux {machine['kernel']}, "
+        f"load average {' '.join(map(str, load_start or []))}")
+    say(f"  open-file limit: soft {nofile_before[0]} (raised to {nofile_after[0]} for this run), hard {nofile_before[1]}")
+    say("  sysctls: " + ", ".join(f"{k.split('.')[-1]}={v}" for k, v in machine["sysctls"].items()
+                                  if any(t in k for t in ("keepalive", "tw_reuse", "port_range", "somaxconn"))))
+    if (load_start or [0])[0] > (machine["cores"] or 1):
+        say("  note: the machine is busy (load > cores); absolute figures are noisy, same-run ratios are what count")
+
+    result = {
+        "schema": SCHEMA,
+        "timestamp_utc": stamp,
+        "quick": quick,
+        "git": git_info(here.parent),
+        "machine": machine,
+        "config": cfg,
+        "sections": {},
+    }
+    sections = result["sections"]
+    try:
+        if "latency" in wanted:
+            sections["latency"] = section_latency(cfg, bindir)
+        if "nagle" in wanted:
+            sections["nagle"] = section_nagle(cfg, bindir)
+        if "throughput" in wanted:
+            sections["throughput"] = section_throughput(cfg, bindir)
+        say("\n== 4. connection scale: section 4: not yet in this run")
+        say("== 5. dead-peer detection: section 5: not yet in this run")
+        sections["connection_scale"] = {"status": "not yet in this run", "section": 4}
+        sections["dead_peer"] = {"status": "not yet in this run", "section": 5}
+        if "micro" in wanted:
+            sections["micro"] = section_micro(cfg, bindir)
+    except KeyboardInterrupt:
+        say("\ninterrupted: writing what was measured so far")
+        result["interrupted"] = True
+
+    result["load_average"] = {"start": load_start, "end": loadavg()}
+    result["duration_s"] = round(time.monotonic() - T0, 1)
+
+    # Plots.
+    say("\n== plots")
+    plots = {}
+    if shutil.which("gnuplot") is None:
+        say("  gnuplot not found: no plots (apt-get install gnuplot-nox)")
+    else:
+        with tempfile.TemporaryDirectory(prefix="keel-bench-plot-") as work:
+            workp = Path(work)
+            for name, fn, key in (("latency", plot_latency, "latency"), ("nagle", plot_nagle, "nagle"),
+                                  ("throughput", plot_throughput, "throughput")):
+                if key not in sections:
+                    continue
+                png = outdir / f"{stamp}-{name}.png"
+                if fn(sections[key], png, workp):
+                    latest = outdir / f"{name}-latest.png"
+                    shutil.copyfile(png, latest)
+                    plots[name] = {"png": rel(png), "latest": rel(latest)}
+                    say(f"  {name}: {png} (and {latest.name})")
+    result["plots"] = plots
+
+    path = outdir / f"{stamp}.json"
+    text = json.dumps(finite(result), indent=1, allow_nan=False) + "\n"
+    path.write_text(text)
+    shutil.copyfile(path, outdir / "latest.json")
+    say(f"\nresults: {path} (and {outdir / 'latest.json'}), {result['duration_s']}s in all")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+#include "keel/heartbeat/Heartbeat.h"
+
+#include <algorithm>
+#include <random>
+
+#include "keel/core/Log.h"
+#include "keel/heartbeat/HeartbeatMessage.h"
+#include "keel/net/Connection.h"
+#include "keel/net/FrameCodec.h"
+#include "keel/net/Pipeline.h"
+
+namespace keel {
+namespace {
+
+HeartbeatOptions normalised(HeartbeatOptions o) noexcept {
+  o.keepaliveTime = std::max(o.keepaliveTime, milliseconds::zero());
+  o.probeInterval = std::max(o.probeInterval, milliseconds::zero());
+  o.probeCount = std::max(o.probeCount, 0);
+  o.jitterPercent = std::clamp(o.jitterPercent, 0, 100);
+  return o;
+}
+
+Duration maxJitter(const HeartbeatOptions& o) noexcept {
+  const Duration::rep ns = Duration(o.keepaliveTime).count();
+  const Duration::rep pct = o.jitterPercent;
+  // ns * pct / 100 without the product overflowing for long keepalive times.
+  return Duration(ns / 100 * pct + ns % 100 * pct / 100);
+}
+
+// One generator per thread (a loop's connections all draw from their loop's
+// thread). std::random_device may throw where no entropy source exists; the
+// jitter only has to spread connections out, so the clock will do then.
+std::mt19937_64& jitterEngine() {
+  thread_local std::mt19937_64 engine = [] {
+    std::uint64_t seed = static_cast<std::uint64_t>(Clock::now().time_since_epoch().count());
+    try {
+      std::random_device rd;
+      seed ^= (std::uint64_t{rd()} << 32) | rd();
+    } catch (...) {
+    }
+    return std::mt19937_64(seed);
+  }();
+  return engine;
+}
+
+}  // namespace
+
+// ---- HeartbeatSchedule --------------------------------------------------------
+HeartbeatSchedule::HeartbeatSchedule(HeartbeatOptions options) noexcept : options_(normalised(options)) {}
+
+Duration HeartbeatSchedule::drawJitter() const {
+  const Duration limit = maxJitter(options_);
+  if (limit <= Duration::zero()) return Duration::zero();
+  std::uniform_int_distribution<Duration::rep> dist(0, limit.count());
+  return Duration(dist(jitterEngine()));
+}
+
+void HeartbeatSchedule::start(TimePoint now, Duration jitter) noexcept {
+  jitter_ = std::clamp(jitter, Duration::zero(), maxJitter(options_));
+  since_ = now;
+  lastPing_ = now;
+  probes_ = 0;
+}
+
+HeartbeatSchedule::Step HeartbeatSchedule::onTimer(TimePoint now, TimePoint lastHeard) noexcept {
+  if (lastHeard > since_) {  // the peer spoke since: a new silent spell
+    since_ = lastHeard;
+    probes_ = 0;
+  }
+  const Duration silent = now - since_;
+  const Duration interval = options_.probeInterval;
+  const Duration deadAfter = options_.deadAfter();
+
+  if (probes_ < options_.probeCount) {
+    const Duration due = pingDue(probes_);
+    if (silent < due) return {Action::Wait, due - silent};
+    // One PING covers every probe that is due: when the loop stalled past
+    // several of them, a burst of PINGs would carry no more information.
+    ++probes_;
+    while (probes_ < options_.probeCount && pingDue(probes_) <= silent) ++probes_;
+    lastPing_ = now;
+    const Duration next =
+        probes_ < options_.probeCount ? pingDue(probes_) - silent : std::max(deadAfter - silent, interval);
+    return {Action::Ping, std::max(next, Duration(1))};
+  }
+
+  // Every PING is out. Dead once the silence reached deadAfter and the last
+  // PING has had a whole interval to be answered.
+  const Duration sincePing = now - lastPing_;
+  const bool answered = options_.probeCount == 0 || sincePing >= interval;
+  if (silent >= deadAfter && answered) return {Action::Dead, Duration::zero()};
+  return {Action::Wait, std::max({deadAfter - silent, interval - sincePing, Duration(1)})};
+}
+
+// ---- RttEstimate ----------------------------------------------------------------
+void RttEstimate::add(Duration sample) noexcept {
+  last = sample;
+  if (samples++ == 0) {
+    smoothed = sample;
+    variance = sample / 2;
+    return;
+  }
+  const Duration err = smoothed > sample ? smoothed - sample : sample - smoothed;
+  variance = variance - variance / 4 + err / 4;
+  smoothed = smoothed - smoothed / 8 + sample / 8;
+}
+
+// ---- Heartbeat ------------------------------------------------------------------
+Heartbeat::Heartbeat(HeartbeatOptions options) noexcept : schedule_(options) {}
+
+Heartbeat::~Heartbeat() {
+  // Normally stopped by onClosed/handlerRemoved. A connection destroyed
+  // without closing (its owner torn down) skips those, so the timer, which
+  // points at this object, is cancelled here too.
+  if (timer_.valid() && loop_ != nullptr) loop_->cancel(timer_);
+  if (destroyed_ != nullptr) *destroyed_ = true;
+}
+
+void Heartbeat::handlerAdded(HandlerContext& ctx) {
+  ctx_ = &ctx;
+  loop_ = &ctx.loop();
+  // Added at run time to a live connection: start now. Otherwise onConnected does.
+  if (ctx.connection().state() == ConnectionState::Open) start();
+}
+
+void Heartbeat::handlerRemoved(HandlerContext&) { stop(); }
+
+void Heartbeat::onConnected(HandlerContext& ctx) {
+  start();
+  ctx.fireConnected();
+}
+
+void Heartbeat::onClosed(HandlerContext& ctx, CloseReason reason) {
+  stop();
+  ctx.fireClosed(reason);
+}
+
+void Heartbeat::start() {
+  if (probing_ || ctx_ == nullptr) return;
+  Connection& conn = ctx_->connection();
+  probing_ = true;
+  // Silence is counted from now, not from the connection's last read: a
+  // handler switched on for a connection that was quiet for an hour must
+  // not declare it dead on the spot.
+  schedule_.start(loop_->now());
+  writeAtCheck_ = conn.stats().lastWrite;
+  queuedAtCheck_ = conn.outputBytes() > 0;
+  drainedAt_ = TimePoint{};
+  timer_ = loop_->runAfter(schedule_.firstDelay(), [this] { onTimer(); });
+}
+
+void Heartbeat::stop() noexcept {
+  probing_ = false;
+  if (timer_.valid() && loop_ != nullptr) loop_->cancel(timer_);
+  timer_ = {};
+}
+
+TimePoint Heartbeat::lastHeard() {
+  const Connection& conn = ctx_->connection();
+  const ConnectionStats& st = conn.stats();
+  const bool queuedNow = conn.outputBytes() > 0;
+  // lastWrite moves when the kernel takes bytes. It proves the peer alive only
+  // when those bytes came from our queue (the send buffer had been full, so
+  // room in it means the peer acknowledged data): a PING written straight
+  // into an empty send buffer proves nothing. Queued now but not at the last
+  // check can also be a large write into a half-full buffer; that costs at
+  // most one extra timer round for a dead peer, never a false alarm.
+  if (st.lastWrite > writeAtCheck_ && (queuedAtCheck_ || queuedNow)) drainedAt_ = st.lastWrite;
+  writeAtCheck_ = st.lastWrite;
+  queuedAtCheck_ = queuedNow;
+  return std::max(st.lastRead, drainedAt_);
+}
+
+void Heartbeat::onTimer() {
+  timer_ = {};
+  Connection& conn = ctx_->connection();
+  if (conn.state() != ConnectionState::Open) {
+    // After a FIN either way, PINGs cannot leave or PONGs cannot come back;
+    // the connection's shutdown/close deadlines take over.
+    probing_ = false;
+    return;
+  }
+  const TimePoint now = loop_->now();
+  const HeartbeatSchedule::Step step = schedule_.onTimer(now, lastHeard());
+  bool destroyed = false;
+  destroyed_ = &destroyed;
+
+  switch (step.action) {
+    case HeartbeatSchedule::Action::Wait:
+      break;
+    case HeartbeatSchedule::Action::Ping: {
+      const TimePoint sentAt = Clock::now();  // the precise clock: RTT samples are sub-millisecond
+      const HeartbeatMessage ping = HeartbeatMessage::ping(nextSequence_++, sentAt);
+      if (firstStamp_ == 0) firstStamp_ = ping.timestamp;
+      char frame[HeartbeatMessage::kFrameBytes];
+      ping.encodeFrame(frame);
+      ++pingsSent_;
+      ctx_->write(std::span<const char>(frame, sizeof frame));
+      if (destroyed) return;  // a high-watermark handler closed the connection
+      break;
+    }
+    case HeartbeatSchedule::Action::Dead: {
+      probing_ = false;
+      const Duration silent = schedule_.silence(now);
+      KEEL_INFO("conn {} ({}): peer silent for {} ms after {} PINGs; closing (heartbeat-timeout)", conn.id(),
+                conn.peerAddress().toString(), std::chrono::duration_cast<milliseconds>(silent).count(),
+                schedule_.probesOut());
+      const HeartbeatEvent dead(HeartbeatEvent::Kind::PeerDead, silent, 0,
+                                static_cast<std::uint64_t>(schedule_.probesOut()));
+      HandlerContext& ctx = *ctx_;
+      ctx.fireUserEvent(dead);
+      // The application may have closed the connection (destroying this
+      // handler) in response; otherwise close it. Nothing of `this` is
+      // touched after close(): it ends with this handler removed.
+      if (destroyed) return;
+      destroyed_ = nullptr;
+      if (!ctx.connection().closed()) ctx.close(CloseReason::HeartbeatTimeout);
+      return;
+    }
+  }
+  destroyed_ = nullptr;
+  if (probing_ && conn.state() == ConnectionState::Open) {
+    timer_ = loop_->runAfter(step.next, [this] { onTimer(); });
+  } else {
+    probing_ = false;
+  }
+}
+
+void Heartbeat::onUserEvent(HandlerContext& ctx, const UserEvent& event) {
+  const auto* control = dynamic_cast<const ControlFrame*>(&event);
+  if (control == nullptr) {
+    ctx.fireUserEvent(event);
+    return;
+  }
+  const std::optional<HeartbeatMessage> msg = HeartbeatMessage::decode(control->body);
+  if (!msg) {
+    ctx.fireUserEvent(event);  // someone else's control frame
+    return;
+  }
+  switch (msg->type) {
+    case HeartbeatType::Pong:
+      onPong(*msg);
+      return;
+    case HeartbeatType::GoAway:
+      ctx.fireUserEvent(HeartbeatEvent(HeartbeatEvent::Kind::GoAway, Duration::zero(), msg->flags, 0));
+      return;
+    case HeartbeatType::Ping:
+      ctx.fireUserEvent(event);  // for a PongResponder further on
+      return;
+  }
+}
+
+void Heartbeat::onPong(const HeartbeatMessage& pong) {
+  // The PONG's bytes already counted as proof of life (lastRead); here it
+  // only has to be a plausible answer to one of our PINGs to give an RTT.
+  const std::uint64_t now = HeartbeatMessage::stamp(Clock::now());
+  if (pong.sequence == 0 || pong.sequence >= nextSequence_ || firstStamp_ == 0 ||
+      pong.timestamp < firstStamp_ || pong.timestamp > now) {
+    ++pongsIgnored_;
+    return;
+  }
+  ++pongsReceived_;
+  rtt_.add(nanoseconds(static_cast<nanoseconds::rep>(now - pong.timestamp)));
+}
+
+}  // namespace keel

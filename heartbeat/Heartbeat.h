@@ -1,0 +1,189 @@
+// Application-level PING-PONG on the probing side of a connection.
+//
+//   pipeline: [FrameCodec][Heartbeat][...][App]      (the peer: [FrameCodec][PongResponder][...])
+//
+// Proof of life is ANY inbound byte (Connection::stats().lastRead, kept by
+// the connection anyway), plus output draining: when bytes we had queued
+// are taken by the kernel (stats().lastWrite advancing while output was
+// queued), the peer is acknowledging, i.e. reading, a large stream we send.
+// Without that rule a busy peer that reads megabytes from us would be
+// declared dead because our PING sits behind the queue (Netty #6150). The
+// handler therefore does no work per message at all: it does not override
+// onData or onFrame.
+//
+// Timer discipline (Netty IdleStateHandler style): one timer on the loop's
+// wheel per connection. Activity never touches it. When it fires, the handler
+// computes how long the connection has really been silent and either re-arms
+// for the remainder, sends a PING, or declares the peer dead. With steady
+// traffic that is one timer callback per keepaliveTime per connection.
+//
+// Schedule, in time since the last proof of life ("silence"):
+//   first PING   keepaliveTime - jitter   (jitter: uniform in [0, keepaliveTime * jitterPercent / 100],
+//                                          drawn per start, so 10,000 connections do not ping in one ms)
+//   PING k       first + k * probeInterval, k < probeCount
+//   dead         keepaliveTime + probeCount * probeInterval   (+ up to one wheel tick)
+// The peer is declared dead only once the last PING has had a full
+// probeInterval to be answered, so a loop that stalled (ours) and fired the
+// timer late cannot kill a peer that never had the chance to answer.
+//
+// Death: a HeartbeatEvent (Kind::PeerDead) goes to the handlers after this
+// one, then ctx.close(CloseReason::HeartbeatTimeout). ConnectionOptions::
+// resetOnReasons makes that a reset by default (no TIME_WAIT for a dead peer).
+//
+// Each PONG yields an RTT sample measured on this side's steady clock
+// (lastRtt, smoothedRtt, rttVariance: RFC 6298 smoothing). GOAWAY is raised
+// as HeartbeatEvent (Kind::GoAway). PINGs and other control frames are
+// passed on (a PongResponder after this handler answers PINGs when both
+// sides probe).
+//
+// Probing starts in onConnected (or handlerAdded on an open connection) and
+// stops in onClosed/handlerRemoved, and when the connection leaves the Open
+// state (after a FIN either way no PONG can arrive or no PING can leave; the
+// connection's own shutdown/close timeouts bound those states). Removing and
+// re-adding the handler at run time therefore switches probing off and on.
+//
+// Thread-safety: loop thread of the connection only (like every handler).
+#pragma once
+
+#include <cstdint>
+
+#include "keel/core/EventLoop.h"
+#include "keel/core/Time.h"
+#include "keel/net/Handler.h"
+
+namespace keel {
+
+struct HeartbeatMessage;
+
+struct HeartbeatOptions {
+  milliseconds keepaliveTime{30'000};  // silence before the first PING
+  milliseconds probeInterval{5'000};   // between PINGs while the peer stays silent
+  int probeCount = 3;                  // PINGs (intervals) without any sign of life before the peer is dead
+  int jitterPercent = 10;              // the first PING comes up to this share of keepaliveTime early
+
+  // Silence after which the peer is declared dead.
+  [[nodiscard]] Duration deadAfter() const noexcept { return keepaliveTime + probeInterval * probeCount; }
+};
+
+// The probing schedule as pure arithmetic on times, shared by Heartbeat and
+// UdpHeartbeat (and testable without sockets). The owner calls onTimer()
+// whenever its single timer fires and re-arms the timer for Step::next.
+//
+// Thread-safety: none (owned by one loop's object).
+class HeartbeatSchedule {
+ public:
+  enum class Action : std::uint8_t {
+    Wait,  // not due: re-arm for `next`
+    Ping,  // send a PING now, then re-arm for `next`
+    Dead,  // the peer is dead: do not re-arm
+  };
+  struct Step {
+    Action action;
+    Duration next;  // > 0 for Wait and Ping
+  };
+
+  // Options are normalised: negative durations become zero, counts are
+  // clamped (probeCount >= 0, jitterPercent 0..100).
+  explicit HeartbeatSchedule(HeartbeatOptions options = {}) noexcept;
+
+  // A silent spell starts at `now` (probing begins), with a given jitter (at
+  // most keepaliveTime * jitterPercent / 100; larger values are clamped).
+  void start(TimePoint now, Duration jitter) noexcept;
+  // The same, drawing the jitter from a per-thread generator.
+  void start(TimePoint now) noexcept { start(now, drawJitter()); }
+  // Delay from start() to the first timer expiry.
+  [[nodiscard]] Duration firstDelay() const noexcept { return pingDue(0); }
+
+  // The timer fired at `now`; `lastHeard` is the latest proof of life.
+  [[nodiscard]] Step onTimer(TimePoint now, TimePoint lastHeard) noexcept;
+
+  [[nodiscard]] Duration silence(TimePoint now) const noexcept { return now - since_; }
+  [[nodiscard]] int probesOut() const noexcept { return probes_; }  // PINGs sent in this silent spell
+  [[nodiscard]] Duration jitter() const noexcept { return jitter_; }
+  [[nodiscard]] const HeartbeatOptions& options() const noexcept { return options_; }
+  [[nodiscard]] Duration drawJitter() const;
+
+ private:
+  [[nodiscard]] Duration pingDue(int k) const noexcept {
+    return Duration(options_.keepaliveTime) - jitter_ + Duration(options_.probeInterval) * k;
+  }
+
+  HeartbeatOptions options_;
+  Duration jitter_{};
+  TimePoint since_{};     // start of the current silent spell (the last proof of life)
+  TimePoint lastPing_{};  // when the last PING of this spell went out
+  int probes_ = 0;
+};
+
+// Round-trip time smoothing as TCP does it (RFC 6298): the first sample sets
+// srtt = R and rttvar = R/2; later ones rttvar = 3/4 rttvar + 1/4 |srtt - R|,
+// srtt = 7/8 srtt + 1/8 R.
+struct RttEstimate {
+  Duration last{};
+  Duration smoothed{};
+  Duration variance{};
+  std::uint64_t samples = 0;
+
+  void add(Duration sample) noexcept;
+};
+
+class Heartbeat final : public Handler {
+ public:
+  using Options = HeartbeatOptions;
+
+  explicit Heartbeat(HeartbeatOptions options = {}) noexcept;
+  ~Heartbeat() override;
+  Heartbeat(const Heartbeat&) = delete;
+  Heartbeat& operator=(const Heartbeat&) = delete;
+
+  [[nodiscard]] std::string_view name() const noexcept override { return "heartbeat"; }
+  void handlerAdded(HandlerContext& ctx) override;
+  void handlerRemoved(HandlerContext& ctx) override;
+  void onConnected(HandlerContext& ctx) override;
+  void onUserEvent(HandlerContext& ctx, const UserEvent& event) override;
+  void onClosed(HandlerContext& ctx, CloseReason reason) override;
+
+  // ---- loop thread ---------------------------------------------------------
+  [[nodiscard]] bool probing() const noexcept { return probing_; }
+  [[nodiscard]] std::uint64_t pingsSent() const noexcept { return pingsSent_; }
+  [[nodiscard]] std::uint64_t pongsReceived() const noexcept { return pongsReceived_; }
+  // PONGs that matched no PING of this handler (wrong sequence or timestamp).
+  [[nodiscard]] std::uint64_t pongsIgnored() const noexcept { return pongsIgnored_; }
+  // Zero until the first PONG.
+  [[nodiscard]] Duration lastRtt() const noexcept { return rtt_.last; }
+  [[nodiscard]] Duration smoothedRtt() const noexcept { return rtt_.smoothed; }
+  [[nodiscard]] Duration rttVariance() const noexcept { return rtt_.variance; }
+  [[nodiscard]] const HeartbeatOptions& options() const noexcept { return schedule_.options(); }
+  [[nodiscard]] const HeartbeatSchedule& schedule() const noexcept { return schedule_; }
+
+ private:
+  void start();
+  void stop() noexcept;
+  void onTimer();
+  // Latest proof of life: inbound bytes, or queued output taken by the kernel.
+  TimePoint lastHeard();
+  void onPong(const HeartbeatMessage& pong);
+
+  HeartbeatSchedule schedule_;
+  HandlerContext* ctx_ = nullptr;  // set in handlerAdded; lives as long as this handler
+  EventLoop* loop_ = nullptr;
+  TimerId timer_;
+  bool probing_ = false;
+  // Set while onTimer() calls into the pipeline: a handler there may close
+  // the connection, which destroys this handler before the call returns.
+  bool* destroyed_ = nullptr;
+
+  // Output-drain tracking, sampled only when the timer fires.
+  TimePoint writeAtCheck_{};
+  bool queuedAtCheck_ = false;
+  TimePoint drainedAt_{};
+
+  std::uint64_t nextSequence_ = 1;
+  std::uint64_t firstStamp_ = 0;  // wire timestamp of this handler's first PING
+  std::uint64_t pingsSent_ = 0;
+  std::uint64_t pongsReceived_ = 0;
+  std::uint64_t pongsIgnored_ = 0;
+  RttEstimate rtt_;
+};
+
+}  // namespace keel

@@ -1,0 +1,223 @@
+#include "keel/heartbeat/IdleReaper.h"
+
+#include <algorithm>
+
+#include "keel/core/EventLoop.h"
+#include "keel/core/Log.h"
+#include "keel/net/Connection.h"
+#include "keel/net/Pipeline.h"
+
+namespace keel {
+namespace {
+
+// The reaper whose timer is raising an event or acting on this thread.
+thread_local IdleReaper* tFiring = nullptr;
+
+}  // namespace
+
+std::string_view toString(IdleKind kind) noexcept {
+  switch (kind) {
+    case IdleKind::Reader:
+      return "reader";
+    case IdleKind::Writer:
+      return "writer";
+    case IdleKind::All:
+      return "all";
+  }
+  return "unknown";
+}
+
+IdleReaper::IdleReaper(IdleLimits limits, IdleAction action) noexcept : limits_(limits), action_(action) {}
+
+IdleReaper::~IdleReaper() {
+  // A connection torn down without a close (its owner destroyed) destroys
+  // its handlers without handlerRemoved: the timer must not outlive us.
+  disarm();
+  if (tFiring == this) tFiring = nullptr;
+}
+
+void IdleReaper::handlerAdded(HandlerContext& ctx) {
+  ctx_ = &ctx;
+  loop_ = &ctx.loop();
+  // A connection that is not started yet gets its timer in onConnected,
+  // when its activity timestamps are first set.
+  if (ctx.connection().state() != ConnectionState::Connecting) restart();
+}
+
+void IdleReaper::handlerRemoved(HandlerContext&) {
+  disarm();
+  ctx_ = nullptr;
+}
+
+void IdleReaper::onConnected(HandlerContext& ctx) {
+  if (!timer_.valid()) restart();
+  ctx.fireConnected();
+}
+
+void IdleReaper::onClosed(HandlerContext& ctx, CloseReason reason) {
+  disarm();
+  ctx.fireClosed(reason);
+}
+
+void IdleReaper::setLimits(IdleLimits limits) {
+  limits_ = limits;
+  if (ctx_ != nullptr) restart();
+}
+
+bool IdleReaper::watching() const noexcept {
+  if (ctx_ == nullptr || done_ || !limits_.any()) return false;
+  switch (ctx_->connection().state()) {
+    case ConnectionState::Open:
+    case ConnectionState::PeerHalfClosed:
+    case ConnectionState::LocalHalfClosed:
+      return true;
+    default:
+      return false;  // not started, or already closing
+  }
+}
+
+void IdleReaper::restart() {
+  disarm();
+  since_ = loop_->now();
+  progress_ = {};
+  reported_ = {};
+  if (!watching()) return;
+  // Every activity timestamp is at or before since_, so the earliest
+  // possible expiry is the shortest enabled limit from now.
+  Duration first = Duration::max();
+  for (std::size_t i = 0; i < kKinds; ++i) {
+    const Duration limit = limitOf(static_cast<IdleKind>(i));
+    if (limit > Duration::zero()) first = std::min(first, limit);
+  }
+  arm(first);
+}
+
+void IdleReaper::arm(Duration delay) {
+  // Capturing only `this` keeps the callback inside std::function's small
+  // buffer: arming allocates nothing once the wheel's slab has grown.
+  timer_ = loop_->runAfter(delay, [this] { onTimer(); });
+}
+
+void IdleReaper::disarm() noexcept {
+  if (timer_.valid() && loop_ != nullptr) loop_->cancel(timer_);
+  timer_ = {};
+}
+
+std::chrono::milliseconds IdleReaper::limitOf(IdleKind kind) const noexcept {
+  switch (kind) {
+    case IdleKind::Reader:
+      return limits_.reader;
+    case IdleKind::Writer:
+      return limits_.writer;
+    case IdleKind::All:
+      return limits_.all;
+  }
+  return std::chrono::milliseconds(0);
+}
+
+TimePoint IdleReaper::activity(IdleKind kind) const noexcept {
+  const ConnectionStats& st = ctx_->connection().stats();
+  const TimePoint read = std::max(st.lastRead, since_);
+  const TimePoint write = std::max({st.lastWrite, since_, progress_});
+  switch (kind) {
+    case IdleKind::Reader:
+      return read;
+    case IdleKind::Writer:
+      return write;
+    case IdleKind::All:
+      return std::max(read, write);
+  }
+  return since_;
+}
+
+bool IdleReaper::peerIsDraining() {
+  Connection& conn = ctx_->connection();
+  const auto info = conn.tcpInfo();
+  if (!info) return false;  // not TCP: lastWrite is all we have
+  ++kernelChecks_;
+  // Bytes are outstanding when keel still queues some, or the kernel has
+  // sent bytes that are not acknowledged yet, or holds bytes it has not sent.
+  const bool outstanding =
+      conn.outputBytes() > 0 || info->unacked > 0 || info->bytesAcked < conn.stats().bytesOut;
+  // The sample may be stale (or, the first time, absent). A change since
+  // then counts as progress now: that can grant a stuck peer one more
+  // period, but it never reaps a peer that is still draining.
+  const bool moved = info->bytesAcked != ackSample_;
+  ackSample_ = info->bytesAcked;
+  return outstanding && moved;
+}
+
+void IdleReaper::onTimer() {
+  timer_ = {};
+  if (!watching()) return;
+  const TimePoint now = loop_->now();
+  std::array<bool, kKinds> due{};
+  std::array<Duration, kKinds> idleFor{};
+  TimePoint next = TimePoint::max();
+  bool askedKernel = false;
+  for (std::size_t i = 0; i < kKinds; ++i) {
+    const auto kind = static_cast<IdleKind>(i);
+    const Duration limit = limitOf(kind);
+    if (limit <= Duration::zero()) continue;
+    TimePoint last = activity(kind);
+    if (kind != IdleKind::Reader && now - last >= limit && !askedKernel) {
+      askedKernel = true;
+      if (peerIsDraining()) progress_ = now;
+      last = activity(kind);
+    }
+    if (reported_[i] && reportedFor_[i] == last) {
+      // Already reported this idle period. Activity at any time t after now
+      // would expire at t + limit, so nothing can be due before now + limit:
+      // checking then is never late and costs one callback per period.
+      next = std::min(next, now + limit);
+      continue;
+    }
+    reported_[i] = false;
+    if (now - last >= limit) {
+      due[i] = true;
+      idleFor[i] = now - last;
+      reported_[i] = true;
+      reportedFor_[i] = last;
+      next = std::min(next, now + limit);
+    } else {
+      next = std::min(next, last + limit);  // active: re-arm for the remainder
+    }
+  }
+  if (next != TimePoint::max()) arm(next - now);
+  for (std::size_t i = 0; i < kKinds; ++i) {
+    if (due[i] && !act(static_cast<IdleKind>(i), idleFor[i])) return;  // `this` may be gone
+  }
+}
+
+bool IdleReaper::act(IdleKind kind, Duration idleFor) {
+  ++detected_[static_cast<std::size_t>(kind)];
+  HandlerContext& ctx = *ctx_;
+  const IdleAction action = action_;  // a handler may change it during the event
+  KEEL_DEBUG("conn {}: {} idle for {} ms", ctx.connection().id(), toString(kind),
+             std::chrono::duration_cast<std::chrono::milliseconds>(idleFor).count());
+  if (action != IdleAction::Notify) {
+    done_ = true;
+    disarm();
+  }
+  // Raising an event or closing from a timer is the outermost pipeline call,
+  // so a handler removed during it (closing removes every handler) is
+  // destroyed before the call returns. The destructor clears tFiring, which
+  // is how we learn that `this` is gone. Timer callbacks never nest, but the
+  // previous value is kept anyway.
+  IdleReaper* const outer = tFiring;
+  tFiring = this;
+  if (action != IdleAction::Close) ctx.fireUserEvent(IdleEvent(kind, idleFor));
+  if (tFiring == this) {
+    if (action == IdleAction::Shutdown) {
+      ctx.shutdown();
+    } else if (action == IdleAction::Close) {
+      ctx.close(CloseReason::IdleTimeout);
+    }
+  }
+  const bool alive = tFiring == this;
+  tFiring = outer;
+  if (!alive) return false;
+  return watching();
+}
+
+}  // namespace keel

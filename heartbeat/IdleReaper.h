@@ -1,0 +1,144 @@
+// Idle detection for one connection, in the manner of Netty's
+// IdleStateHandler: a reader limit (nothing received), a writer limit
+// (nothing sent) and an "all" limit (neither), each zero when off.
+//
+// Cost per message: nothing. The connection already stores the loop time of
+// its last read and last write (ConnectionStats::lastRead / lastWrite). The
+// reaper owns one timer on the loop's wheel. When that timer fires it reads
+// those two timestamps, and it either acts or re-arms for the remainder.
+// Activity never touches the wheel, so 10,000 connections cost 10,000 wheel
+// nodes and one callback per connection per idle period.
+//
+// Writer idleness counts delivery, not only calls to write. A large reply
+// that a slow client drains for minutes is not idle (Netty issue #6150).
+// lastWrite already moves whenever the kernel takes more of keel's queue. The
+// send buffer refills in bursts, though, so an expiry while bytes are still
+// outstanding also asks the kernel once (TCP_INFO bytes_acked). If the peer
+// acknowledged more of our bytes since the last look, the writer is busy, not
+// idle. That costs one getsockopt per expiry, never per message. One caveat
+// follows from it: a peer that stops reading while our bytes are outstanding
+// is reported between one and two limits after its last progress. Unix-domain
+// sockets have no TCP_INFO, so they fall back to lastWrite alone.
+//
+// Actions, chosen with IdleAction:
+//   Notify   (default) raises IdleEvent{kind} for the handlers after this
+//            one. It fires once per idle period, not on every check, and
+//            fires again only after new activity and a new full period.
+//   Shutdown raises the IdleEvent, then calls ctx.shutdown(): keel flushes,
+//            sends FIN and waits for the peer's FIN. The close that follows
+//            carries CloseReason::Shutdown, not IdleTimeout, because the
+//            connection closes itself when the peer's FIN arrives and no
+//            pipeline call can pass a reason through that path. The
+//            IdleEvent is how handlers after this one learn the cause. (A
+//            reason argument on shutdown() would close that gap.)
+//   Close    calls ctx.close(CloseReason::IdleTimeout): flush, then close.
+//            Every onClosed, and the server's closedBy counts, see
+//            IdleTimeout.
+// After a Shutdown or Close action the reaper stops watching the connection.
+//
+// Limits apply from the moment they are set. A limit set at run time
+// (setLimits) counts from the later of the last activity and the call, so
+// making a limit shorter never reaps a connection in retrospect.
+//
+// Thread-safety: the connection's loop thread only, like every handler. From
+// elsewhere, call setLimits through connection.loop().runInLoop.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <string_view>
+
+#include "keel/core/Time.h"
+#include "keel/core/TimerWheel.h"
+#include "keel/net/Handler.h"
+
+namespace keel {
+
+class Connection;
+class EventLoop;
+
+enum class IdleKind : std::uint8_t { Reader, Writer, All };
+[[nodiscard]] std::string_view toString(IdleKind kind) noexcept;
+
+// Raised on the stack towards the application. `idleFor` is how long the
+// connection had been idle in that direction when the check ran.
+struct IdleEvent final : UserEvent {
+  IdleEvent(IdleKind k, Duration idle) noexcept : kind(k), idleFor(idle) {}
+  IdleKind kind;
+  Duration idleFor;
+};
+
+enum class IdleAction : std::uint8_t { Notify, Shutdown, Close };
+
+struct IdleLimits {
+  std::chrono::milliseconds reader{0};  // nothing received for this long
+  std::chrono::milliseconds writer{0};  // nothing sent (or delivered) for this long
+  std::chrono::milliseconds all{0};     // neither, for this long
+  [[nodiscard]] bool any() const noexcept {
+    return reader.count() > 0 || writer.count() > 0 || all.count() > 0;
+  }
+};
+
+class IdleReaper final : public Handler {
+ public:
+  explicit IdleReaper(IdleLimits limits, IdleAction action = IdleAction::Notify) noexcept;
+  ~IdleReaper() override;
+  IdleReaper(const IdleReaper&) = delete;
+  IdleReaper& operator=(const IdleReaper&) = delete;
+
+  [[nodiscard]] std::string_view name() const noexcept override { return "idle-reaper"; }
+
+  // Takes effect at once: the idle periods restart, and the timer is
+  // re-armed (or cancelled when every limit is zero).
+  void setLimits(IdleLimits limits);
+  void setAction(IdleAction action) noexcept { action_ = action; }
+  [[nodiscard]] const IdleLimits& limits() const noexcept { return limits_; }
+  [[nodiscard]] IdleAction action() const noexcept { return action_; }
+  // How many idle periods of each kind were detected (events raised, or
+  // actions taken).
+  [[nodiscard]] std::uint64_t detected(IdleKind kind) const noexcept {
+    return detected_[static_cast<std::size_t>(kind)];
+  }
+  // TCP_INFO lookups made at expiries with bytes outstanding (for tests and
+  // for checking that the lookup stays rare).
+  [[nodiscard]] std::uint64_t kernelChecks() const noexcept { return kernelChecks_; }
+  [[nodiscard]] bool armed() const noexcept { return timer_.valid(); }
+
+  void handlerAdded(HandlerContext& ctx) override;
+  void handlerRemoved(HandlerContext& ctx) override;
+  void onConnected(HandlerContext& ctx) override;
+  void onClosed(HandlerContext& ctx, CloseReason reason) override;
+
+ private:
+  static constexpr std::size_t kKinds = 3;
+
+  [[nodiscard]] bool watching() const noexcept;
+  void restart();  // new idle periods from now, then arm
+  void arm(Duration delay);
+  void disarm() noexcept;
+  void onTimer();
+  [[nodiscard]] std::chrono::milliseconds limitOf(IdleKind kind) const noexcept;
+  [[nodiscard]] TimePoint activity(IdleKind kind) const noexcept;
+  // True when the kernel shows the peer taking our outstanding bytes.
+  [[nodiscard]] bool peerIsDraining();
+  // Raises the event or takes the action. Returns false when this handler
+  // was destroyed or stopped watching as a result.
+  [[nodiscard]] bool act(IdleKind kind, Duration idleFor);
+
+  IdleLimits limits_;
+  IdleAction action_;
+  HandlerContext* ctx_ = nullptr;  // valid between handlerAdded and handlerRemoved
+  EventLoop* loop_ = nullptr;
+  TimerId timer_;
+  TimePoint since_{};     // start of the current watch (added / setLimits)
+  TimePoint progress_{};  // last expiry that saw the peer acknowledge more bytes
+  std::uint64_t ackSample_ = 0;
+  std::array<TimePoint, kKinds> reportedFor_{};  // activity time already reported
+  std::array<bool, kKinds> reported_{};
+  std::array<std::uint64_t, kKinds> detected_{};
+  std::uint64_t kernelChecks_ = 0;
+  bool done_ = false;  // acted with Shutdown/Close
+};
+
+}  // namespace keel

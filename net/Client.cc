@@ -1,0 +1,179 @@
+#include "keel/net/Client.h"
+
+#include "keel/core/Log.h"
+
+namespace keel {
+namespace {
+
+// Process-wide, so that two clients' connections never share an id in the log.
+std::atomic<std::uint64_t> g_nextConnectionId{1};
+
+ConnectorOptions connectorOptions(const ClientOptions& o) {
+  ConnectorOptions c;
+  c.connectTimeout = o.connectTimeout;
+  c.retry = o.retry;
+  c.retryInitial = o.retryInitial;
+  c.retryMax = o.retryMax;
+  c.jitterPercent = o.jitterPercent;
+  c.maxAttempts = o.maxAttempts;
+  return c;
+}
+
+}  // namespace
+
+std::string_view toString(ClientState s) noexcept {
+  switch (s) {
+    case ClientState::Disconnected:
+      return "disconnected";
+    case ClientState::Connecting:
+      return "connecting";
+    case ClientState::Connected:
+      return "connected";
+  }
+  return "unknown";
+}
+
+Client::Client(EventLoop& loop, SocketAddress server, ClientOptions options)
+    : loop_(loop), server_(server), options_(options), connector_(loop, server_, connectorOptions(options_)) {
+  // The connector is a member and dies with the client, so `this` is safe
+  // in its callbacks: they only run from its own timers and watcher.
+  connector_.setConnected([this](Socket socket) { onConnected(std::move(socket)); });
+  connector_.setFailed([this](std::error_code ec) { onConnectFailed(ec); });
+}
+
+Client::~Client() {
+  loop_.assertInLoopThread();
+  *alive_ = false;  // from here on, queued tasks and the connection's hook skip this client
+  connector_.stop();
+  Connection::Ptr conn = std::move(current_);
+  {
+    std::lock_guard lock(mutex_);
+    connection_.reset();
+  }
+  if (conn) {
+    conn->abort();  // on the loop thread: closed by the time it returns
+    // The destructor may be running inside one of this connection's own
+    // callbacks: let go of it only after the current dispatch.
+    loop_.queueInLoop([conn = std::move(conn)] {});
+  }
+}
+
+void Client::runInLoopIfAlive(EventLoop::Task task) {
+  if (loop_.isInLoopThread()) {
+    // Also checked here: a handler run by the destructor's abort() may call
+    // back into the client.
+    if (*alive_) task();
+    return;
+  }
+  loop_.queueInLoop([alive = alive_, task = std::move(task)] {
+    if (*alive) task();
+  });
+}
+
+void Client::connect() {
+  runInLoopIfAlive([this] { connectInLoop(); });
+}
+
+void Client::disconnect() {
+  runInLoopIfAlive([this] { disconnectInLoop(); });
+}
+
+void Client::stop() {
+  runInLoopIfAlive([this] { stopInLoop(); });
+}
+
+Connection::Ptr Client::connection() const {
+  std::lock_guard lock(mutex_);
+  return connection_;
+}
+
+void Client::connectInLoop() {
+  wanted_ = true;
+  if (connector_.connecting()) return;  // the attempt in flight decides
+  if (current_) {
+    // A connection that is still closing (after disconnect()) cannot be
+    // dropped (its output would be lost), and two at once is not what a
+    // client is: connect again as soon as it has closed.
+    if (current_->state() == ConnectionState::Closing) connectAfterClose_ = true;
+    return;
+  }
+  // Also when waiting to retry: a fresh series starts at once.
+  setState(ClientState::Connecting);
+  connector_.start();
+}
+
+void Client::stopInLoop() {
+  wanted_ = false;
+  connectAfterClose_ = false;
+  connector_.stop();
+  if (!current_) setState(ClientState::Disconnected);
+}
+
+void Client::disconnectInLoop() {
+  stopInLoop();
+  // A copy: close() may finish at once, and the hook then clears current_.
+  if (Connection::Ptr conn = current_) conn->close();
+}
+
+void Client::onConnected(Socket socket) {
+  auto conn = std::make_shared<Connection>(loop_, std::move(socket),
+                                           g_nextConnectionId.fetch_add(1, std::memory_order_relaxed),
+                                           options_.connection);
+  conn->setClosedHook([this, alive = alive_](const Connection::Ptr& c) {
+    if (*alive) onConnectionClosed(c);
+  });
+  current_ = conn;
+  KEEL_DEBUG("conn {}: connected to {} from {}", conn->id(), server_.toString(),
+             conn->localAddress().toString());
+  if (pipelineInit_) pipelineInit_(*conn);
+  // The init may have refused the connection (closed it); a closed
+  // connection must not be started.
+  if (!conn->closed()) conn->startInLoop();
+  // Published only now: another thread must never be handed a connection
+  // that cannot send yet. If it closed during its start, the hook has
+  // already cleared current_ and settled the state.
+  if (current_ == conn) {
+    {
+      std::lock_guard lock(mutex_);
+      connection_ = conn;
+    }
+    setState(ClientState::Connected);
+  }
+}
+
+void Client::onConnectFailed(std::error_code ec) {
+  if (connector_.idle()) {
+    wanted_ = false;  // gave up
+    setState(ClientState::Disconnected);
+  } else {
+    setState(ClientState::Connecting);
+  }
+  if (connectFailed_) connectFailed_(ec);
+}
+
+void Client::onConnectionClosed(const Connection::Ptr& conn) {
+  // Inside the connection's close: it must outlive this call and whatever
+  // its caller still does with it, so the last reference is dropped by a
+  // task that runs after the current dispatch.
+  if (current_ != conn) return;
+  Connection::Ptr dead = std::move(current_);
+  {
+    std::lock_guard lock(mutex_);
+    connection_.reset();
+  }
+  loop_.queueInLoop([dead = std::move(dead)] {});
+  if (connectAfterClose_) {
+    connectAfterClose_ = false;
+    setState(ClientState::Connecting);
+    connector_.start();
+  } else if (wanted_ && options_.reconnect) {
+    KEEL_DEBUG("conn {} to {} lost ({}); reconnecting", conn->id(), server_.toString(),
+               toString(conn->closeReason().value_or(CloseReason::Error)));
+    setState(ClientState::Connecting);
+    connector_.restart();
+  } else {
+    setState(ClientState::Disconnected);
+  }
+}
+
+}  // namespace keel

@@ -1,0 +1,140 @@
+// A TCP or Unix-stream client: connects to one server, optionally retrying
+// failed connects and reconnecting lost connections, and gives each new
+// connection a handler pipeline built by the application.
+//
+//   ClientOptions options;
+//   options.retry = options.reconnect = true;
+//   Client client(loop, *SocketAddress::parse("127.0.0.1:7000"), options);
+//   client.setPipelineInit([](Connection& c) { c.pipeline().emplaceLast<MyHandler>(); });
+//   client.connect();
+//
+// At most one connection exists at a time. Each new connection runs the
+// PipelineInit, then startInLoop() fires onConnected through its pipeline;
+// from then on the handlers see everything, including the close (with its
+// CloseReason). The client only keeps the reference and, when the connection
+// closes, lets go of it at the end of that loop iteration (never inside the
+// connection's own callbacks) and, with `reconnect`, starts connecting again
+// after one back-off delay.
+//
+// Retrying: see Connector. Failed attempts are reported one by one through
+// ConnectFailed; inside that callback state() is Connecting when another
+// attempt follows and Disconnected when the client gave up. `retry` governs
+// the series started by connect(); a series started by `reconnect` always
+// retries (up to maxAttempts), because a client asked to stay connected
+// should not give up after one refused attempt.
+//
+// Thread-safety: connect(), disconnect(), stop(), connection(), state() and
+// attempts() are safe from any thread (not concurrently with the destructor).
+// The constructor may run on any thread; the destructor runs on the loop
+// thread; setPipelineInit/setConnectFailed are for before connect() (or the
+// loop thread). Work queued from other threads carries a liveness token, so
+// a client destroyed meanwhile is never touched. Callbacks run on the loop
+// thread, never inside connect(); they must not destroy the client (defer
+// that with EventLoop::queueInLoop).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string_view>
+#include <system_error>
+
+#include "keel/core/EventLoop.h"
+#include "keel/core/Time.h"
+#include "keel/net/Connection.h"
+#include "keel/net/Connector.h"
+#include "keel/net/SocketAddress.h"
+
+namespace keel {
+
+struct ClientOptions {
+  Duration connectTimeout = std::chrono::seconds(5);  // per attempt; zero: no limit
+  bool retry = false;                                 // retry a failed connect() with exponential back-off
+  Duration retryInitial = std::chrono::milliseconds(100);
+  Duration retryMax = std::chrono::seconds(30);
+  // Each delay is randomised by +/- this much, so many clients do not retry in lockstep.
+  int jitterPercent = 20;
+  int maxAttempts = 0;     // per series of attempts; 0 = unlimited
+  bool reconnect = false;  // connect again (with back-off) when an established connection is lost
+  ConnectionOptions connection;
+};
+
+enum class ClientState : std::uint8_t {
+  Disconnected,  // idle: never connected, gave up, stopped, or the connection closed
+  Connecting,    // an attempt in flight or waiting for the next one
+  Connected,     // a started connection exists (possibly closing after disconnect())
+};
+[[nodiscard]] std::string_view toString(ClientState s) noexcept;
+
+class Client {
+ public:
+  // Builds the handler chain of each new connection (loop thread).
+  using PipelineInit = std::function<void(Connection&)>;
+  // One connect attempt failed (loop thread; called per attempt).
+  using ConnectFailed = std::function<void(std::error_code)>;
+
+  Client(EventLoop& loop, SocketAddress server, ClientOptions options = {});
+  // Loop thread: aborts a live connection (its handlers see onClosed(Abort)),
+  // cancels the timers. Queued work from other threads then finds it gone.
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  void setPipelineInit(PipelineInit f) { pipelineInit_ = std::move(f); }
+  void setConnectFailed(ConnectFailed f) { connectFailed_ = std::move(f); }
+
+  // Any thread. Starts connecting (the first attempt runs on a later turn of
+  // the loop). Does nothing while connected or while an attempt is in flight;
+  // while a previous connection is still closing, connects once it has closed.
+  void connect();
+  // Any thread. Stops retrying and reconnecting and closes the connection
+  // gracefully (queued output is flushed first).
+  void disconnect();
+  // Any thread. Stops retrying and reconnecting; a connection is left as it is
+  // (and not replaced when it closes).
+  void stop();
+
+  // Any thread: a copy of the current connection, or null. Set once the
+  // connection has started (after its handlers saw onConnected), so it can
+  // always be sent on; cleared when it has closed.
+  [[nodiscard]] Connection::Ptr connection() const;
+  [[nodiscard]] ClientState state() const noexcept { return state_.load(std::memory_order_acquire); }
+  // Any thread. Attempts in the current series (since connect(), or since the
+  // reconnect began), the successful one included.
+  [[nodiscard]] int attempts() const noexcept { return connector_.attempts(); }
+  [[nodiscard]] EventLoop& loop() const noexcept { return loop_; }
+  [[nodiscard]] const SocketAddress& server() const noexcept { return server_; }
+  [[nodiscard]] const ClientOptions& options() const noexcept { return options_; }
+
+ private:
+  // Runs task now on the loop thread, else queues it guarded by alive_.
+  void runInLoopIfAlive(EventLoop::Task task);
+  void connectInLoop();
+  void stopInLoop();
+  void disconnectInLoop();
+  void onConnected(Socket socket);
+  void onConnectFailed(std::error_code ec);
+  void onConnectionClosed(const Connection::Ptr& conn);
+  void setState(ClientState s) noexcept { state_.store(s, std::memory_order_release); }
+
+  EventLoop& loop_;
+  const SocketAddress server_;
+  const ClientOptions options_;
+  Connector connector_;
+  PipelineInit pipelineInit_;
+  ConnectFailed connectFailed_;
+  // Loop thread: false once the destructor has begun. Tasks queued from other
+  // threads and connection hooks hold a copy and check it first.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  std::atomic<ClientState> state_{ClientState::Disconnected};
+  bool wanted_ = false;             // loop thread: connect() and no stop() since; gates reconnect
+  bool connectAfterClose_ = false;  // loop thread: connect() came while the old connection was closing
+  Connection::Ptr current_;         // loop thread: the connection from its creation until it closes
+  mutable std::mutex mutex_;
+  // What connection() returns: current_ once it has started (guarded by mutex_).
+  Connection::Ptr connection_;
+};
+
+}  // namespace keel

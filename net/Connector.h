@@ -1,0 +1,131 @@
+// Establishes one outgoing stream connection (TCP or Unix-domain) without
+// blocking the loop, retrying failed attempts with exponential back-off.
+//
+// One attempt: socket(), non-blocking connect(); either it completes at once
+// (Unix-domain sockets usually do) or the connector watches for writability,
+// then reads SO_ERROR to learn the outcome. A per-attempt timer fails the
+// attempt with std::errc::timed_out when the handshake takes too long (a
+// SYN dropped by a firewall or a full accept queue is otherwise retried by
+// the kernel for minutes). A TCP socket that ends up connected to itself
+// (possible when the server's port is in the ephemeral range and nothing
+// listens on it) counts as refused.
+//
+// A series of attempts starts with start() (first attempt on the next turn of
+// the loop) or restart() (first attempt after one back-off delay: used after
+// an established connection was lost, so a server that drops everyone is not
+// hammered). Within a series each failure waits before the next attempt; the
+// delays double from retryInitial up to retryMax, and each is moved by a
+// random amount of up to +/- jitterPercent so that many clients that lost the
+// same server do not come back in lockstep. A success resets the back-off.
+//
+// Callbacks run on the loop thread, never inside start(), restart() or
+// stop(). After stop() (or destruction) no callback runs. A callback may call
+// stop(), start() or restart(), but must not destroy the connector; defer that
+// with EventLoop::queueInLoop.
+//
+// Thread-safety: loop thread only (construction and attempts() excepted).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <random>
+#include <system_error>
+
+#include "keel/core/Time.h"
+#include "keel/core/TimerWheel.h"
+#include "keel/core/Watcher.h"
+#include "keel/net/Socket.h"
+#include "keel/net/SocketAddress.h"
+
+namespace keel {
+
+class EventLoop;
+
+struct ConnectorOptions {
+  Duration connectTimeout = std::chrono::seconds(5);       // per attempt; zero or less: no limit
+  bool retry = false;                                      // start(): retry failed attempts
+  Duration retryInitial = std::chrono::milliseconds(100);  // at least 1 ms
+  Duration retryMax = std::chrono::seconds(30);            // the doubling stops here
+  // Each delay is moved at random by up to this share of itself (clamped to
+  // 0..100), so a delay taken at the cap may exceed retryMax by that much.
+  int jitterPercent = 20;
+  int maxAttempts = 0;  // per series; 0 = unlimited
+};
+
+class Connector {
+ public:
+  // The connected socket; the callee takes ownership.
+  using Connected = std::function<void(Socket socket)>;
+  // One attempt failed. retryPending() says whether another one follows.
+  using Failed = std::function<void(std::error_code ec)>;
+
+  Connector(EventLoop& loop, SocketAddress server, ConnectorOptions options = {});
+  ~Connector();  // loop thread: abandons an attempt in flight, cancels the timers
+  Connector(const Connector&) = delete;
+  Connector& operator=(const Connector&) = delete;
+
+  void setConnected(Connected cb) { connected_ = std::move(cb); }
+  void setFailed(Failed cb) { failed_ = std::move(cb); }
+
+  // Begins a new series (abandoning anything under way): the first attempt
+  // runs on the next turn of the loop; failures are retried when
+  // options.retry is set.
+  void start();
+  // Begins a new series whose first attempt waits one back-off delay, and
+  // whose failures are always retried (up to maxAttempts): for reconnecting
+  // after an established connection was lost.
+  void restart();
+  // Abandons the attempt in flight and any pending retry. Idempotent.
+  void stop();
+
+  // An attempt is in flight (socket created, handshake not finished).
+  [[nodiscard]] bool connecting() const noexcept { return state_ == State::Connecting; }
+  // Waiting for a timer before the next attempt.
+  [[nodiscard]] bool retryPending() const noexcept { return state_ == State::Waiting; }
+  [[nodiscard]] bool idle() const noexcept { return state_ == State::Idle; }
+  // Attempts made in the current series (the successful one included). Any thread.
+  [[nodiscard]] int attempts() const noexcept { return attempts_.load(std::memory_order_relaxed); }
+  [[nodiscard]] const SocketAddress& server() const noexcept { return server_; }
+  [[nodiscard]] const ConnectorOptions& options() const noexcept { return options_; }
+
+  // `base` moved uniformly at random within +/- percent of itself (percent
+  // clamped to 0..100), computed in integer nanoseconds. Never negative.
+  [[nodiscard]] static Duration jittered(Duration base, int percent, std::mt19937& rng);
+
+ private:
+  enum class State : std::uint8_t { Idle, Waiting, Connecting };
+
+  void beginSeries(bool retry, bool delayFirst);
+  void scheduleAttempt(Duration delay);
+  // The next retry delay (jittered), doubling the back-off for the one after.
+  Duration nextDelay();
+  void attempt();
+  void onWritable(std::uint32_t events);
+  void onTimeout();
+  void succeed();
+  void fail(std::error_code ec);
+  void abandonSocket() noexcept;
+
+  EventLoop& loop_;
+  SocketAddress server_;
+  ConnectorOptions options_;
+  Connected connected_;
+  Failed failed_;
+  State state_ = State::Idle;
+  bool retrySeries_ = false;  // failures in this series are retried
+  std::atomic<int> attempts_{0};
+  Duration backoff_;  // un-jittered delay before the next retry
+  std::mt19937 rng_;
+  TimerId attemptTimer_;  // the next attempt (Waiting)
+  TimerId timeoutTimer_;  // the attempt in flight (Connecting)
+  Socket socket_;
+  // Replaced per attempt (each attempt has its own descriptor). Only detached
+  // inside its own callback, never destroyed there; destroyed when the next
+  // attempt starts or with the connector. Declared after socket_ so it is
+  // destroyed before the descriptor is closed.
+  std::optional<Watcher> watcher_;
+};
+
+}  // namespace keel
