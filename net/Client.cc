@@ -112,7 +112,13 @@ void Client::stopInLoop() {
 void Client::disconnectInLoop() {
   stopInLoop();
   // A copy: close() may finish at once, and the hook then clears current_.
-  if (Connection::Ptr conn = current_) conn->close();
+  Connection::Ptr conn = current_;
+  if (!conn) return;
+  if (options_.close == ClientOptions::Close::PeerFirst) {
+    conn->awaitPeerClose(options_.peerCloseTimeout);
+  } else {
+    conn->close();
+  }
 }
 
 void Client::onConnected(Socket socket) {

@@ -58,6 +58,14 @@ struct ClientOptions {
   int jitterPercent = 20;
   int maxAttempts = 0;     // per series of attempts; 0 = unlimited
   bool reconnect = false;  // connect again (with back-off) when an established connection is lost
+  // disconnect() on a request/response connection: with PeerFirst the client
+  // does not send the first FIN but waits (up to peerCloseTimeout) for the
+  // server's, so TIME_WAIT and its port pair stay on the server, where it is
+  // cheap, instead of eating this machine's ephemeral ports
+  // (docs/time-wait.md). Long-lived connections kept healthy by the
+  // heartbeat are still the better answer.
+  enum class Close : std::uint8_t { LocalFirst, PeerFirst } close = Close::LocalFirst;
+  Duration peerCloseTimeout = std::chrono::seconds(5);
   ConnectionOptions connection;
 };
 
@@ -90,7 +98,8 @@ class Client {
   // while a previous connection is still closing, connects once it has closed.
   void connect();
   // Any thread. Stops retrying and reconnecting and closes the connection
-  // gracefully (queued output is flushed first).
+  // gracefully (queued output is flushed first), or with Close::PeerFirst
+  // waits for the server to close first.
   void disconnect();
   // Any thread. Stops retrying and reconnecting; a connection is left as it is
   // (and not replaced when it closes).

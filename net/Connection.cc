@@ -108,6 +108,7 @@ void Connection::forceClose(CloseReason reason) {
 // ---- loop thread ------------------------------------------------------------------
 void Connection::startInLoop() {
   loop_.assertInLoopThread();
+  if (state() != ConnectionState::Connecting) return;  // closed before it started (a refusing PipelineInit)
   setState(ConnectionState::Open);
   stats_.created = stats_.lastRead = stats_.lastWrite = loop_.now();
   updateInterest();

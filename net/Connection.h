@@ -89,6 +89,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // when the connection can no longer send; the data is then dropped.
   bool send(std::string_view data);
   bool send(std::span<const char> data) { return send(std::string_view(data.data(), data.size())); }
+  bool send(const std::string& data) { return send(std::string_view(data)); }
+  bool send(const char* data) { return send(std::string_view(data)); }
   // Flush what is queued, send FIN, keep reading until the peer's FIN, then
   // close; after shutdownTimeout the connection is aborted.
   void shutdown();
