@@ -3,6 +3,7 @@
 #include <future>
 
 #include "keel/core/Log.h"
+#include "keel/net/TimeWaitCounter.h"
 
 namespace keel {
 
@@ -187,6 +188,8 @@ ServerStats Server::stats() const {
   st.refusedFull = refusedFull_.load(std::memory_order_relaxed);
   st.closed = closed_.load(std::memory_order_relaxed);
   for (std::size_t i = 0; i < closedBy_.size(); ++i) st.closedBy[i] = closedBy_[i].load(std::memory_order_relaxed);
+  st.open = count_.load(std::memory_order_relaxed);
+  if (started_ && bound_.isInet()) st.timeWait = serverTimeWait(bound_).value_or(0);
   // Acceptors live until the server is destroyed and their counters are
   // atomic, so this is safe from any thread.
   if (acceptor_) st.droppedNoFd += acceptor_->stats().droppedNoFd.load(std::memory_order_relaxed);

@@ -47,6 +47,8 @@ struct ServerStats {
   std::uint64_t droppedNoFd = 0;   // EMFILE/ENFILE
   std::uint64_t closed = 0;
   std::array<std::uint64_t, kCloseReasonCount> closedBy{};  // indexed by CloseReason
+  std::size_t open = 0;      // live connections
+  std::size_t timeWait = 0;  // sockets in TIME_WAIT on the listening port (netlink sock_diag)
 };
 
 class Server {
@@ -71,6 +73,8 @@ class Server {
   // The bound address (useful with port 0).
   [[nodiscard]] SocketAddress listenAddress() const { return bound_; }
   [[nodiscard]] std::size_t connectionCount() const noexcept { return count_.load(std::memory_order_relaxed); }
+  // Counters plus the TIME_WAIT count, which costs a netlink dump: call it
+  // for metrics, not per message.
   [[nodiscard]] ServerStats stats() const;
   [[nodiscard]] EventLoop& loop() const noexcept { return loop_; }
   [[nodiscard]] LoopThreadPool& pool() noexcept { return pool_; }

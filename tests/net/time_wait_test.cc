@@ -136,6 +136,7 @@ TEST(TimeWaitCounter, ClientWithPeerFirstCloseLeavesNoClientSideTimeWait) {
   ASSERT_EQ(peerFirst.size(), 5u);
   EXPECT_EQ(clientSideTimeWait(peerFirst, srv.address().port()), 0u);
   EXPECT_GE(serverTimeWait(srv.address()).value_or(0), 5u);
+  EXPECT_GE(srv.server().stats().timeWait, 5u) << "the server's metrics carry the count";
 }
 
 }  // namespace
