@@ -6,6 +6,8 @@
 #include <atomic>
 #include <cstdio>
 #include <future>
+#include <mutex>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -282,6 +284,30 @@ TEST(EchoServer, GracefulStopShutsEveryConnectionDownAndCallsDone) {
   // No longer accepting.
   BlockingClient late(srv.address(), 500ms);
   EXPECT_FALSE(late.connected() && late.sendAll("x") && late.recvExact(1) == "x");
+}
+
+TEST(EchoServer, ReusePortGivesEachLoopItsOwnListener) {
+  ServerOptions options;
+  options.ioThreads = 2;
+  options.reusePort = true;
+  std::mutex m;
+  std::set<EventLoop*> loopsUsed;
+  ServerThread srv(SocketAddress::loopback4(0), options, [&](Connection& c) {
+    {
+      std::lock_guard lock(m);
+      loopsUsed.insert(&c.loop());
+    }
+    c.pipeline().emplaceLast<Echo>();
+  });
+  std::vector<std::unique_ptr<BlockingClient>> clients;
+  for (int i = 0; i < 64; ++i) {
+    clients.push_back(std::make_unique<BlockingClient>(srv.address()));
+    ASSERT_EQ(clients.back()->echo("rp" + std::to_string(i)), "rp" + std::to_string(i));
+  }
+  std::lock_guard lock(m);
+  // The kernel hashes connections over the two SO_REUSEPORT listeners; with
+  // 64 distinct client ports both are all but certain to get some.
+  EXPECT_EQ(loopsUsed.size(), 2u);
 }
 
 TEST(EchoServer, MaxConnectionsRefusesTheExtraOnesAndKeepsServingTheRest) {
