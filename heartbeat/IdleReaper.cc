@@ -130,21 +130,29 @@ TimePoint IdleReaper::activity(IdleKind kind) const noexcept {
   return since_;
 }
 
-bool IdleReaper::peerIsDraining() {
+bool IdleReaper::peerIsDraining(TimePoint now, Duration limit) {
   Connection& conn = ctx_->connection();
   const auto info = conn.tcpInfo();
   if (!info) return false;  // not TCP: lastWrite is all we have
   ++kernelChecks_;
-  // Bytes are outstanding when keel still queues some, or the kernel has
-  // sent bytes that are not acknowledged yet, or holds bytes it has not sent.
+  // Outstanding: keel still queues bytes, or the kernel holds bytes it sent
+  // that are not acknowledged yet, or bytes it has not sent yet.
   const bool outstanding =
       conn.outputBytes() > 0 || info->unacked > 0 || info->bytesAcked < conn.stats().bytesOut;
-  // The sample may be stale (or, the first time, absent). A change since
-  // then counts as progress now: that can grant a stuck peer one more
-  // period, but it never reaps a peer that is still draining.
   const bool moved = info->bytesAcked != ackSample_;
+  // Checks come about one limit apart while the peer drains (each one an
+  // expiry), so a sample within two limits is the previous check's.
+  const bool recent = now - sampleAt_ <= 2 * limit;
+  const bool wasOutstanding = sampleOutstanding_ && recent;
   ackSample_ = info->bytesAcked;
-  return outstanding && moved;
+  sampleAt_ = now;
+  sampleOutstanding_ = outstanding;
+  // Acknowledgements since the last look are the peer draining only when
+  // there was something to drain: bytes outstanding then, or still now.
+  // Bytes written after a quiet look and fully acknowledged are covered by
+  // lastWrite already. Progress is counted as of now, not at its unknown
+  // time: that can grant one more period, never reap early.
+  return moved && (outstanding || wasOutstanding);
 }
 
 void IdleReaper::onTimer() {
@@ -162,7 +170,7 @@ void IdleReaper::onTimer() {
     TimePoint last = activity(kind);
     if (kind != IdleKind::Reader && now - last >= limit && !askedKernel) {
       askedKernel = true;
-      if (peerIsDraining()) progress_ = now;
+      if (peerIsDraining(now, limit)) progress_ = now;
       last = activity(kind);
     }
     if (reported_[i] && reportedFor_[i] == last) {
