@@ -45,7 +45,8 @@ class Responder final : public keel::Handler {
 // One request, one reply, then close the way the mode says.
 class Requester final : public keel::Handler {
  public:
-  Requester(bool serverFirst, bool* replied, bool* done) : serverFirst_(serverFirst), replied_(replied), done_(done) {}
+  Requester(bool serverFirst, bool* replied, bool* done)
+      : serverFirst_(serverFirst), replied_(replied), done_(done) {}
   void onConnected(keel::HandlerContext& ctx) override { ctx.write("q\n"); }
   void onData(keel::HandlerContext& ctx, keel::Buffer& in) override {
     if (in.view().find('\n') == std::string_view::npos) return;
@@ -71,7 +72,8 @@ int runServer(const keel::SocketAddress& addr, bool serverFirst) {
   keel::ServerOptions options;
   options.maxConnections = 100000;
   keel::Server server(loop, addr, options);
-  server.setPipelineInit([serverFirst](keel::Connection& c) { c.pipeline().emplaceLast<Responder>(serverFirst); });
+  server.setPipelineInit(
+      [serverFirst](keel::Connection& c) { c.pipeline().emplaceLast<Responder>(serverFirst); });
   if (auto ec = server.start()) {
     std::fprintf(stderr, "keel-churn server: %s\n", ec.message().c_str());
     return 1;
@@ -110,10 +112,11 @@ int runClient(const keel::SocketAddress& addr, bool serverFirst, int count) {
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const auto tw = keel::countTimeWait({0, addr.port()});
-  std::printf("{\"mode\":\"%s\",\"count\":%d,\"ok\":%d,\"failed\":%d,\"first_error\":\"%s\",\"client_time_wait\":%zu,"
-              "\"seconds\":%.2f}\n",
-              serverFirst ? "server-first" : "client-first", count, ok, failed, firstError.c_str(), tw.value_or(0),
-              seconds);
+  std::printf(
+      "{\"mode\":\"%s\",\"count\":%d,\"ok\":%d,\"failed\":%d,\"first_error\":\"%s\",\"client_time_wait\":%zu,"
+      "\"seconds\":%.2f}\n",
+      serverFirst ? "server-first" : "client-first", count, ok, failed, firstError.c_str(), tw.value_or(0),
+      seconds);
   return 0;
 }
 
@@ -125,7 +128,8 @@ int main(int argc, char** argv) {
   std::string host = "127.0.0.1", close = "client-first";
   std::uint16_t port = 9000;
   int count = 1000;
-  for (auto* sub : {app.add_subcommand("server", "answer each request"), app.add_subcommand("client", "churn")}) {
+  for (auto* sub :
+       {app.add_subcommand("server", "answer each request"), app.add_subcommand("client", "churn")}) {
     sub->add_option("--host", host);
     sub->add_option("--port", port);
     sub->add_option("--close", close)->check(CLI::IsMember({"client-first", "server-first"}));

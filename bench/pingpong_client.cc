@@ -82,7 +82,8 @@ bool recvAll(int fd, char* data, std::size_t n) {
     ssize_t r = ::recv(fd, data, n, 0);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) {
-      std::fprintf(stderr, "keel-pingpong: recv: %s\n", r == 0 ? "server closed the connection" : std::strerror(errno));
+      std::fprintf(stderr, "keel-pingpong: recv: %s\n",
+                   r == 0 ? "server closed the connection" : std::strerror(errno));
       return false;
     }
     data += r;
@@ -156,8 +157,9 @@ int main(int argc, char** argv) {
   for (std::int64_t i = 0; i < total; ++i) {
     request[0] = static_cast<char>(i);  // a stale or shifted reply shows up below
     auto start = std::chrono::steady_clock::now();
-    bool ok = wwr ? sendAll(fd, request.data(), firstHalf) && sendAll(fd, request.data() + firstHalf, n - firstHalf)
-                  : sendAll(fd, request.data(), n);
+    bool ok =
+        wwr ? sendAll(fd, request.data(), firstHalf) && sendAll(fd, request.data() + firstHalf, n - firstHalf)
+            : sendAll(fd, request.data(), n);
     ok = ok && recvAll(fd, reply.data(), n);
     auto end = std::chrono::steady_clock::now();
     if (!ok) {
@@ -168,7 +170,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "keel-pingpong: reply %lld differs from the request\n", static_cast<long long>(i));
       return 1;
     }
-    if (i >= warmup) samples.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count());
+    if (i >= warmup)
+      samples.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count());
   }
   ::close(fd);
 
@@ -176,20 +179,22 @@ int main(int argc, char** argv) {
   for (auto s : samples) sum += static_cast<double>(s);
   const double meanUs = sum / static_cast<double>(samples.size()) / 1000.0;
   std::sort(samples.begin(), samples.end());
-  const double p50 = percentileUs(samples, 50), p90 = percentileUs(samples, 90), p99 = percentileUs(samples, 99),
-               p999 = percentileUs(samples, 99.9), maxUs = static_cast<double>(samples.back()) / 1000.0;
+  const double p50 = percentileUs(samples, 50), p90 = percentileUs(samples, 90),
+               p99 = percentileUs(samples, 99), p999 = percentileUs(samples, 99.9),
+               maxUs = static_cast<double>(samples.back()) / 1000.0;
   if (json) {
     std::printf(
         "{\"size\":%lld,\"count\":%lld,\"warmup\":%lld,\"mode\":\"%s\",\"nodelay\":%d,"
-        "\"p50_us\":%.3f,\"p90_us\":%.3f,\"p99_us\":%.3f,\"p999_us\":%.3f,\"max_us\":%.3f,\"mean_us\":%.3f}\n",
-        static_cast<long long>(size), static_cast<long long>(count), static_cast<long long>(warmup), mode.c_str(),
-        nodelay, p50, p90, p99, p999, maxUs, meanUs);
+        "\"p50_us\":%.3f,\"p90_us\":%.3f,\"p99_us\":%.3f,\"p999_us\":%.3f,\"max_us\":%.3f,\"mean_us\":%.3f}"
+        "\n",
+        static_cast<long long>(size), static_cast<long long>(count), static_cast<long long>(warmup),
+        mode.c_str(), nodelay, p50, p90, p99, p999, maxUs, meanUs);
   } else {
-    std::printf("keel-pingpong %s:%u size=%lld count=%lld warmup=%lld mode=%s nodelay=%d\n", host.c_str(), port,
-                static_cast<long long>(size), static_cast<long long>(count), static_cast<long long>(warmup),
-                mode.c_str(), nodelay);
-    std::printf("  p50 %.2f us  p90 %.2f us  p99 %.2f us  p99.9 %.2f us  max %.2f us  mean %.2f us\n", p50, p90, p99,
-                p999, maxUs, meanUs);
+    std::printf("keel-pingpong %s:%u size=%lld count=%lld warmup=%lld mode=%s nodelay=%d\n", host.c_str(),
+                port, static_cast<long long>(size), static_cast<long long>(count),
+                static_cast<long long>(warmup), mode.c_str(), nodelay);
+    std::printf("  p50 %.2f us  p90 %.2f us  p99 %.2f us  p99.9 %.2f us  max %.2f us  mean %.2f us\n", p50,
+                p90, p99, p999, maxUs, meanUs);
   }
   return 0;
 }

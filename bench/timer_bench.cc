@@ -94,7 +94,9 @@ struct Wheel {
   Wheel(TimePoint origin, std::size_t capacity) : w(origin, std::chrono::milliseconds(1)) {
     w.reserve(capacity);
   }
-  Handle schedule(TimePoint now, Duration delay, Callback cb) { return w.schedule(now, delay, std::move(cb)); }
+  Handle schedule(TimePoint now, Duration delay, Callback cb) {
+    return w.schedule(now, delay, std::move(cb));
+  }
   bool cancel(Handle h) noexcept { return w.cancel(h); }
   std::size_t advance(TimePoint now) { return w.advance(now); }
   [[nodiscard]] std::size_t size() const noexcept { return w.size(); }
@@ -104,7 +106,9 @@ struct Tree {
   using Handle = TreeTimerQueue::Handle;
   TreeTimerQueue q;
   Tree(TimePoint /*origin*/, std::size_t /*capacity*/) {}
-  Handle schedule(TimePoint now, Duration delay, Callback cb) { return q.schedule(now, delay, std::move(cb)); }
+  Handle schedule(TimePoint now, Duration delay, Callback cb) {
+    return q.schedule(now, delay, std::move(cb));
+  }
   bool cancel(Handle h) noexcept { return q.cancel(h); }
   std::size_t advance(TimePoint now) { return q.advance(now); }
   [[nodiscard]] std::size_t size() const noexcept { return q.size(); }
@@ -165,7 +169,8 @@ void ScheduleCancel(benchmark::State& state) {
   {
     const std::vector<Duration> fill = uniformFill(n);
     for (std::size_t i = 0; i < n; ++i) {
-      auto h = q.schedule(now, fill[i], [p = &sink, k = static_cast<int>(i)] { *p += static_cast<unsigned>(k); });
+      auto h =
+          q.schedule(now, fill[i], [p = &sink, k = static_cast<int>(i)] { *p += static_cast<unsigned>(k); });
       benchmark::DoNotOptimize(h);
     }
   }
@@ -183,8 +188,8 @@ void ScheduleCancel(benchmark::State& state) {
   if (q.size() != n) state.SkipWithError("pending count changed");
   benchmark::DoNotOptimize(sink);
   state.SetItemsProcessed(state.iterations());
-  state.counters["ns_per_op"] = benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate |
-                                                            benchmark::Counter::kInvert);
+  state.counters["ns_per_op"] =
+      benchmark::Counter(1.0, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
 }
 
 template <class Q>

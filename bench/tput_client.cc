@@ -102,7 +102,8 @@ bool onReady(Conn& c, std::uint32_t events, Totals& t) {
     c.got += static_cast<std::size_t>(r);
     t.bytes += static_cast<std::uint64_t>(r);
     if (c.got < c.in.size()) continue;
-    if (std::memcmp(c.in.data(), c.out.data(), c.in.size()) != 0) return fail("echoed block differs from the one sent", c);
+    if (std::memcmp(c.in.data(), c.out.data(), c.in.size()) != 0)
+      return fail("echoed block differs from the one sent", c);
     c.got = 0;
     ++t.msgs;
     if (!c.answered) {
@@ -133,7 +134,9 @@ int connectTo(const addrinfo* list, std::string& error) {
   return -1;
 }
 
-double secondsSince(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+double secondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
 
 }  // namespace
 
@@ -149,7 +152,8 @@ int main(int argc, char** argv) {
   app.add_option("--host", host, "server address or name")->capture_default_str();
   app.add_option("--port", port, "server TCP port")->required();
   app.add_option("--connections", connections, "concurrent connections")->capture_default_str();
-  app.add_option("--block", block, "bytes per message (each connection has one in flight)")->capture_default_str();
+  app.add_option("--block", block, "bytes per message (each connection has one in flight)")
+      ->capture_default_str();
   app.add_option("--seconds", seconds, "length of the timed run")->required();
   app.add_option("--warmup", warmup, "untimed seconds first (and until every connection had a reply)")
       ->capture_default_str();
@@ -158,7 +162,8 @@ int main(int argc, char** argv) {
 
   if (port == 0) return std::fprintf(stderr, "keel-tput: --port must be in 1..65535\n"), 2;
   if (connections < 1) return std::fprintf(stderr, "keel-tput: --connections must be >= 1\n"), 2;
-  if (block < 8 || block > kMaxBlock) return std::fprintf(stderr, "keel-tput: --block must be in 8..67108864\n"), 2;
+  if (block < 8 || block > kMaxBlock)
+    return std::fprintf(stderr, "keel-tput: --block must be in 8..67108864\n"), 2;
   if (!(seconds > 0)) return std::fprintf(stderr, "keel-tput: --seconds must be > 0\n"), 2;
   if (!(warmup >= 0)) return std::fprintf(stderr, "keel-tput: --warmup must be >= 0\n"), 2;
 
@@ -169,8 +174,8 @@ int main(int argc, char** argv) {
     ::setrlimit(RLIMIT_NOFILE, &lim);
   }
   if (lim.rlim_cur != RLIM_INFINITY && static_cast<rlim_t>(connections) + 16 > lim.rlim_cur) {
-    std::fprintf(stderr, "keel-tput: %d connections need more descriptors than RLIMIT_NOFILE (%llu)\n", connections,
-                 static_cast<unsigned long long>(lim.rlim_cur));
+    std::fprintf(stderr, "keel-tput: %d connections need more descriptors than RLIMIT_NOFILE (%llu)\n",
+                 connections, static_cast<unsigned long long>(lim.rlim_cur));
     return 1;
   }
 
@@ -189,7 +194,8 @@ int main(int argc, char** argv) {
     std::string error;
     c.fd = connectTo(list, error);
     if (c.fd < 0) {
-      std::fprintf(stderr, "keel-tput: connect %s:%u (connection %zu): %s\n", host.c_str(), port, i, error.c_str());
+      std::fprintf(stderr, "keel-tput: connect %s:%u (connection %zu): %s\n", host.c_str(), port, i,
+                   error.c_str());
       return 1;
     }
     c.index = i;
@@ -256,8 +262,9 @@ int main(int argc, char** argv) {
   const double mibPerS = bytes / elapsed / (1024.0 * 1024.0);
   const double msgsPerS = msgs / elapsed;
   if (json) {
-    std::printf("{\"connections\":%d,\"block\":%lld,\"seconds\":%.3f,\"mib_per_s\":%.2f,\"msgs_per_s\":%.1f}\n",
-                connections, static_cast<long long>(block), elapsed, mibPerS, msgsPerS);
+    std::printf(
+        "{\"connections\":%d,\"block\":%lld,\"seconds\":%.3f,\"mib_per_s\":%.2f,\"msgs_per_s\":%.1f}\n",
+        connections, static_cast<long long>(block), elapsed, mibPerS, msgsPerS);
   } else {
     std::printf("keel-tput %s:%u connections=%d block=%lld seconds=%.3f warmup=%.1f\n", host.c_str(), port,
                 connections, static_cast<long long>(block), elapsed, warmup);

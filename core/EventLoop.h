@@ -54,8 +54,8 @@ class EventLoop {
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;
 
-  // Runs until quit() (returning at once if quit() came first). Must be called on the thread that constructed the loop
-  // (or the thread that first calls it, see bindToCurrentThread()).
+  // Runs until quit() (returning at once if quit() came first). Must be called on the thread that constructed
+  // the loop (or the thread that first calls it, see bindToCurrentThread()).
   void loop();
   // Runs at most one iteration, waiting up to `timeout` (for embedding/tests).
   void runOnce(Duration timeout);

@@ -11,7 +11,10 @@
 namespace keel {
 
 Acceptor::Acceptor(EventLoop& loop, NewConnection cb, int batch)
-    : loop_(loop), cb_(std::move(cb)), batch_(batch > 0 ? batch : 1), spare_(::open("/dev/null", O_RDONLY | O_CLOEXEC)) {}
+    : loop_(loop),
+      cb_(std::move(cb)),
+      batch_(batch > 0 ? batch : 1),
+      spare_(::open("/dev/null", O_RDONLY | O_CLOEXEC)) {}
 
 Acceptor::~Acceptor() { close(); }
 
@@ -80,8 +83,8 @@ void Acceptor::onReadable() {
       spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
       if (!dropped) return;  // queue empty
       if (stats_.droppedNoFd.fetch_add(1, std::memory_order_relaxed) % 1000 == 0) {
-        KEEL_WARN("accept: out of descriptors ({}); closing pending connections at once ({} so far)", ec.message(),
-                  stats_.droppedNoFd.load(std::memory_order_relaxed));
+        KEEL_WARN("accept: out of descriptors ({}); closing pending connections at once ({} so far)",
+                  ec.message(), stats_.droppedNoFd.load(std::memory_order_relaxed));
       }
       continue;
     }

@@ -22,16 +22,26 @@ enum class CloseReason : std::uint8_t {
 
 [[nodiscard]] constexpr std::string_view toString(CloseReason r) noexcept {
   switch (r) {
-    case CloseReason::PeerClosed: return "peer-closed";
-    case CloseReason::PeerReset: return "peer-reset";
-    case CloseReason::LocalClose: return "local-close";
-    case CloseReason::Abort: return "abort";
-    case CloseReason::IdleTimeout: return "idle-timeout";
-    case CloseReason::HeartbeatTimeout: return "heartbeat-timeout";
-    case CloseReason::ProtocolError: return "protocol-error";
-    case CloseReason::Overloaded: return "overloaded";
-    case CloseReason::Shutdown: return "shutdown";
-    case CloseReason::Error: return "error";
+    case CloseReason::PeerClosed:
+      return "peer-closed";
+    case CloseReason::PeerReset:
+      return "peer-reset";
+    case CloseReason::LocalClose:
+      return "local-close";
+    case CloseReason::Abort:
+      return "abort";
+    case CloseReason::IdleTimeout:
+      return "idle-timeout";
+    case CloseReason::HeartbeatTimeout:
+      return "heartbeat-timeout";
+    case CloseReason::ProtocolError:
+      return "protocol-error";
+    case CloseReason::Overloaded:
+      return "overloaded";
+    case CloseReason::Shutdown:
+      return "shutdown";
+    case CloseReason::Error:
+      return "error";
   }
   return "unknown";
 }

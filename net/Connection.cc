@@ -26,12 +26,18 @@ bool isPeerGone(int err) noexcept { return err == ECONNRESET || err == EPIPE || 
 
 std::string_view toString(ConnectionState s) noexcept {
   switch (s) {
-    case ConnectionState::Connecting: return "connecting";
-    case ConnectionState::Open: return "open";
-    case ConnectionState::PeerHalfClosed: return "peer-half-closed";
-    case ConnectionState::LocalHalfClosed: return "local-half-closed";
-    case ConnectionState::Closing: return "closing";
-    case ConnectionState::Closed: return "closed";
+    case ConnectionState::Connecting:
+      return "connecting";
+    case ConnectionState::Open:
+      return "open";
+    case ConnectionState::PeerHalfClosed:
+      return "peer-half-closed";
+    case ConnectionState::LocalHalfClosed:
+      return "local-half-closed";
+    case ConnectionState::Closing:
+      return "closing";
+    case ConnectionState::Closed:
+      return "closed";
   }
   return "unknown";
 }
@@ -162,7 +168,8 @@ void Connection::onEvents(std::uint32_t events) {
     } else if ((events & EPOLLHUP) != 0) {
       // Both directions are gone (EPOLLHUP cannot be masked): nothing queued
       // can be delivered any more.
-      closeNow(state() == ConnectionState::PeerHalfClosed ? CloseReason::PeerClosed : CloseReason::PeerReset, false);
+      closeNow(state() == ConnectionState::PeerHalfClosed ? CloseReason::PeerClosed : CloseReason::PeerReset,
+               false);
       return;
     }
   }
@@ -170,9 +177,8 @@ void Connection::onEvents(std::uint32_t events) {
 }
 
 void Connection::handleRead(std::uint32_t events) {
-  const std::size_t room = options_.maxInputBytes > input_.readableBytes()
-                               ? options_.maxInputBytes - input_.readableBytes()
-                               : 0;
+  const std::size_t room =
+      options_.maxInputBytes > input_.readableBytes() ? options_.maxInputBytes - input_.readableBytes() : 0;
   const std::size_t limit = std::min(options_.maxReadPerEvent, room);
   std::span<char> scratch = loop_.scratch();
   std::size_t offered;
@@ -298,8 +304,8 @@ void Connection::writeRaw(const Slices& data) {
   const std::size_t queued = output_.readableBytes();
   if (queued > stats_.peakOutput) stats_.peakOutput = queued;
   if (queued > options_.maxOutputBytes) {
-    KEEL_WARN("conn {} ({}): {} bytes queued for a peer that does not read, over the {} byte cap; closing", id_,
-              peer_.toString(), queued, options_.maxOutputBytes);
+    KEEL_WARN("conn {} ({}): {} bytes queued for a peer that does not read, over the {} byte cap; closing",
+              id_, peer_.toString(), queued, options_.maxOutputBytes);
     loop_.queueInLoop([weak = weak_from_this()] {
       if (auto self = weak.lock()) self->closeNow(CloseReason::Overloaded, true);
     });
@@ -332,7 +338,8 @@ void Connection::FlushAtEnd::runDeferred() {
 }
 
 bool Connection::sendQueued() {
-  const ssize_t n = ::send(socket_.fd(), output_.peek(), output_.readableBytes(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  const ssize_t n =
+      ::send(socket_.fd(), output_.peek(), output_.readableBytes(), MSG_NOSIGNAL | MSG_DONTWAIT);
   if (n > 0) {
     output_.retrieve(static_cast<std::size_t>(n));
     stats_.bytesOut += static_cast<std::uint64_t>(n);

@@ -41,11 +41,11 @@ namespace keel {
 // Caps and policies of one connection. docs/limits.md lists the defaults and
 // what happens at each.
 struct ConnectionOptions {
-  std::size_t highWatermark = 1 << 20;     // 1 MiB queued: onHighWatermark
-  std::size_t lowWatermark = 256 << 10;    // drained to 256 KiB: onWritable
-  std::size_t maxOutputBytes = 64 << 20;   // 64 MiB queued: close(Overloaded)
-  std::size_t maxInputBytes = 4 << 20;     // 4 MiB unconsumed input: pause reading
-  std::size_t maxReadPerEvent = 256 << 10; // cap on one readv (fairness between connections)
+  std::size_t highWatermark = 1 << 20;       // 1 MiB queued: onHighWatermark
+  std::size_t lowWatermark = 256 << 10;      // drained to 256 KiB: onWritable
+  std::size_t maxOutputBytes = 64 << 20;     // 64 MiB queued: close(Overloaded)
+  std::size_t maxInputBytes = 4 << 20;       // 4 MiB unconsumed input: pause reading
+  std::size_t maxReadPerEvent = 256 << 10;   // cap on one readv (fairness between connections)
   bool pauseReadingAtHighWatermark = false;  // backpressure: stop reading a peer that does not drain
   bool coalesceWrites = false;               // defer writes to one sendmsg at the end of the loop iteration
   Duration shutdownTimeout = std::chrono::seconds(10);  // shutdown(): wait for the peer's FIN this long
@@ -56,10 +56,18 @@ struct ConnectionOptions {
   bool closeOnPeerFin = true;
   // Closes for these reasons become resets (SO_LINGER {1,0}): a dead or
   // abusive peer must not hold a TIME_WAIT slot. Bit i is CloseReason i.
-  std::uint32_t resetOnReasons = reasonBit(CloseReason::HeartbeatTimeout) | reasonBit(CloseReason::ProtocolError);
+  std::uint32_t resetOnReasons =
+      reasonBit(CloseReason::HeartbeatTimeout) | reasonBit(CloseReason::ProtocolError);
 };
 
-enum class ConnectionState : std::uint8_t { Connecting, Open, PeerHalfClosed, LocalHalfClosed, Closing, Closed };
+enum class ConnectionState : std::uint8_t {
+  Connecting,
+  Open,
+  PeerHalfClosed,
+  LocalHalfClosed,
+  Closing,
+  Closed
+};
 [[nodiscard]] std::string_view toString(ConnectionState s) noexcept;
 
 struct ConnectionStats {
@@ -128,7 +136,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   [[nodiscard]] ConnectionOptions& options() noexcept { return options_; }
   [[nodiscard]] std::size_t outputBytes() const noexcept { return output_.readableBytes(); }
   [[nodiscard]] Buffer& input() noexcept { return input_; }
-  [[nodiscard]] bool readingPaused() const noexcept { return pausedByUser_ || pausedByBackpressure_ || pausedByInputCap_; }
+  [[nodiscard]] bool readingPaused() const noexcept {
+    return pausedByUser_ || pausedByBackpressure_ || pausedByInputCap_;
+  }
   [[nodiscard]] std::optional<TcpInfo> tcpInfo() const noexcept { return socket_.tcpInfo(); }
 
   void setClosedHook(ClosedHook hook) { closedHook_ = std::move(hook); }
@@ -177,7 +187,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::atomic<ConnectionState> state_{ConnectionState::Connecting};  // read from any thread by send()
   std::optional<CloseReason> closeReason_;
   CloseReason pendingReason_ = CloseReason::LocalClose;  // for Closing
-  bool shutdownPending_ = false;   // shutdown() waits for the output to drain
+  bool shutdownPending_ = false;                         // shutdown() waits for the output to drain
   bool aboveHighWatermark_ = false;
   bool pausedByUser_ = false;
   bool pausedByBackpressure_ = false;

@@ -52,8 +52,8 @@ void FrameCodec::onData(HandlerContext& ctx, Buffer& in) {
 
 void FrameCodec::writeFrame(HandlerContext& ctx, const Slices& payload) {
   if (payload.totalBytes() > maxFrame_ || payload.count() == Slices::kMax) {
-    KEEL_ERROR("conn {}: refusing to send a {} byte frame (limit {}, at most {} pieces)", ctx.connection().id(),
-               payload.totalBytes(), maxFrame_, Slices::kMax - 1);
+    KEEL_ERROR("conn {}: refusing to send a {} byte frame (limit {}, at most {} pieces)",
+               ctx.connection().id(), payload.totalBytes(), maxFrame_, Slices::kMax - 1);
     return;
   }
   char header[kHeaderBytes];

@@ -87,14 +87,14 @@ HandlerContext* HandlerContext::prevLive() const noexcept {
   return c;
 }
 
-#define KEEL_INBOUND(call)                  \
-  Pipeline::Guard guard(*pipeline_);        \
-  HandlerContext* n = nextLive();           \
+#define KEEL_INBOUND(call)           \
+  Pipeline::Guard guard(*pipeline_); \
+  HandlerContext* n = nextLive();    \
   n->handler_->call;
 
-#define KEEL_OUTBOUND(call)                 \
-  Pipeline::Guard guard(*pipeline_);        \
-  HandlerContext* n = prevLive();           \
+#define KEEL_OUTBOUND(call)          \
+  Pipeline::Guard guard(*pipeline_); \
+  HandlerContext* n = prevLive();    \
   n->handler_->call;
 
 void HandlerContext::fireConnected() { KEEL_INBOUND(onConnected(*n)) }
@@ -118,8 +118,10 @@ void HandlerContext::remove() { pipeline_->remove(*handler_); }
 
 // ---- Pipeline ---------------------------------------------------------------
 Pipeline::Pipeline(Connection& conn) : conn_(conn) {
-  contexts_.push_back(std::unique_ptr<HandlerContext>(new HandlerContext(*this, std::make_unique<HeadHandler>())));
-  contexts_.push_back(std::unique_ptr<HandlerContext>(new HandlerContext(*this, std::make_unique<TailHandler>())));
+  contexts_.push_back(
+      std::unique_ptr<HandlerContext>(new HandlerContext(*this, std::make_unique<HeadHandler>())));
+  contexts_.push_back(
+      std::unique_ptr<HandlerContext>(new HandlerContext(*this, std::make_unique<TailHandler>())));
   head_ = contexts_[0].get();
   tail_ = contexts_[1].get();
   head_->next_ = tail_;

@@ -151,7 +151,8 @@ void Server::stop(std::function<void()> done) {
   }
   stopTimer_ = loop_.runAfter(options_.stopTimeout, [this] {
     stopTimer_ = {};
-    if (count_.load() != 0) KEEL_INFO("server: {} connection(s) still open after the stop timeout; aborting", count_.load());
+    if (count_.load() != 0)
+      KEEL_INFO("server: {} connection(s) still open after the stop timeout; aborting", count_.load());
     for (auto& s : slots_) {
       s->loop->runInLoop([&slot = *s, alive = std::weak_ptr<bool>(alive_)] {
         if (alive.expired()) return;
@@ -187,7 +188,8 @@ ServerStats Server::stats() const {
   st.accepted = nextId_.load(std::memory_order_relaxed) - 1;
   st.refusedFull = refusedFull_.load(std::memory_order_relaxed);
   st.closed = closed_.load(std::memory_order_relaxed);
-  for (std::size_t i = 0; i < closedBy_.size(); ++i) st.closedBy[i] = closedBy_[i].load(std::memory_order_relaxed);
+  for (std::size_t i = 0; i < closedBy_.size(); ++i)
+    st.closedBy[i] = closedBy_[i].load(std::memory_order_relaxed);
   st.open = count_.load(std::memory_order_relaxed);
   if (started_ && bound_.isInet()) st.timeWait = serverTimeWait(bound_).value_or(0);
   // Acceptors live until the server is destroyed and their counters are

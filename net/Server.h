@@ -31,11 +31,11 @@
 namespace keel {
 
 struct ServerOptions {
-  std::size_t ioThreads = 0;       // 0: connections live on the base loop
-  bool reusePort = false;          // one SO_REUSEPORT listener per I/O loop
+  std::size_t ioThreads = 0;           // 0: connections live on the base loop
+  bool reusePort = false;              // one SO_REUSEPORT listener per I/O loop
   std::size_t maxConnections = 10000;  // beyond it new connections are closed at once
   int backlog = SOMAXCONN;
-  int acceptBatch = 64;            // accepts per readiness
+  int acceptBatch = 64;  // accepts per readiness
   ConnectionOptions connection;
   Duration stopTimeout = std::chrono::seconds(5);  // graceful stop: then abort what is left
   LoopOptions loopOptions;
@@ -43,11 +43,11 @@ struct ServerOptions {
 
 struct ServerStats {
   std::uint64_t accepted = 0;
-  std::uint64_t refusedFull = 0;   // over maxConnections
-  std::uint64_t droppedNoFd = 0;   // EMFILE/ENFILE
+  std::uint64_t refusedFull = 0;  // over maxConnections
+  std::uint64_t droppedNoFd = 0;  // EMFILE/ENFILE
   std::uint64_t closed = 0;
   std::array<std::uint64_t, kCloseReasonCount> closedBy{};  // indexed by CloseReason
-  std::size_t open = 0;      // live connections
+  std::size_t open = 0;                                     // live connections
   std::size_t timeWait = 0;  // sockets in TIME_WAIT on the listening port (netlink sock_diag)
 };
 
@@ -72,7 +72,9 @@ class Server {
 
   // The bound address (useful with port 0).
   [[nodiscard]] SocketAddress listenAddress() const { return bound_; }
-  [[nodiscard]] std::size_t connectionCount() const noexcept { return count_.load(std::memory_order_relaxed); }
+  [[nodiscard]] std::size_t connectionCount() const noexcept {
+    return count_.load(std::memory_order_relaxed);
+  }
   // Counters plus the TIME_WAIT count, which costs a netlink dump: call it
   // for metrics, not per message.
   [[nodiscard]] ServerStats stats() const;

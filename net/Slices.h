@@ -17,10 +17,10 @@ class Slices {
  public:
   static constexpr std::size_t kMax = 4;
 
-  Slices(std::span<const char> s) noexcept { add(s); }  // NOLINT(google-explicit-constructor)
-  Slices(std::string_view s) noexcept { add({s.data(), s.size()}); }  // NOLINT
+  Slices(std::span<const char> s) noexcept { add(s); }                  // NOLINT(google-explicit-constructor)
+  Slices(std::string_view s) noexcept { add({s.data(), s.size()}); }    // NOLINT
   Slices(const std::string& s) noexcept { add({s.data(), s.size()}); }  // NOLINT
-  Slices(const char* s) noexcept : Slices(std::string_view(s)) {}  // NOLINT
+  Slices(const char* s) noexcept : Slices(std::string_view(s)) {}       // NOLINT
   Slices(std::initializer_list<std::span<const char>> list) noexcept {
     assert(list.size() <= kMax);
     for (auto s : list) add(s);

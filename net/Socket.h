@@ -25,14 +25,14 @@ namespace keel {
 
 // The subset of struct tcp_info that matters for latency work.
 struct TcpInfo {
-  std::uint8_t state = 0;              // TCP_ESTABLISHED etc.
-  std::chrono::microseconds rtt{0};    // smoothed RTT
+  std::uint8_t state = 0;            // TCP_ESTABLISHED etc.
+  std::chrono::microseconds rtt{0};  // smoothed RTT
   std::chrono::microseconds rttvar{0};
-  std::uint32_t retransmits = 0;       // current consecutive retransmits
+  std::uint32_t retransmits = 0;  // current consecutive retransmits
   std::uint32_t totalRetrans = 0;
-  std::uint32_t unacked = 0;           // segments in flight
+  std::uint32_t unacked = 0;  // segments in flight
   std::uint32_t lost = 0;
-  std::uint32_t sndCwnd = 0;           // congestion window, segments
+  std::uint32_t sndCwnd = 0;  // congestion window, segments
   std::uint32_t sndMss = 0;
   std::uint32_t rcvSpace = 0;
   std::uint64_t bytesAcked = 0;
@@ -104,7 +104,7 @@ class Socket {
   [[nodiscard]] Linger linger() const;
   [[nodiscard]] bool reuseAddr() const;
   [[nodiscard]] bool reusePort() const;
-  [[nodiscard]] int sendBuffer() const;     // as the kernel reports it (doubled)
+  [[nodiscard]] int sendBuffer() const;  // as the kernel reports it (doubled)
   [[nodiscard]] int receiveBuffer() const;
   [[nodiscard]] bool ipv6Only() const;  // IPV6_V6ONLY (AF_INET6 sockets only)
 

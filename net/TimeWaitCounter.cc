@@ -38,7 +38,8 @@ std::optional<std::size_t> dumpFamily(int fd, std::uint8_t family, const TimeWai
   msg.req.idiag_states = 1u << TCP_TIME_WAIT;
   sockaddr_nl kernel{};
   kernel.nl_family = AF_NETLINK;
-  if (::sendto(fd, &msg, sizeof msg, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0) return std::nullopt;
+  if (::sendto(fd, &msg, sizeof msg, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0)
+    return std::nullopt;
 
   std::size_t count = 0;
   alignas(nlmsghdr) char buf[32768];
@@ -53,7 +54,8 @@ std::optional<std::size_t> dumpFamily(int fd, std::uint8_t family, const TimeWai
       if (h->nlmsg_type == NLMSG_DONE) return count;
       if (h->nlmsg_type == NLMSG_ERROR) return std::nullopt;
       const auto* d = static_cast<const inet_diag_msg*>(NLMSG_DATA(h));
-      if (d->idiag_state == TCP_TIME_WAIT && matches(filter, ntohs(d->id.idiag_sport), ntohs(d->id.idiag_dport))) {
+      if (d->idiag_state == TCP_TIME_WAIT &&
+          matches(filter, ntohs(d->id.idiag_sport), ntohs(d->id.idiag_dport))) {
         ++count;
       }
     }

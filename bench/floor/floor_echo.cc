@@ -149,7 +149,7 @@ int main(int argc, char** argv) {
   }
   if (port < 0) return usage();
 
-  struct sigaction sa{};
+  struct sigaction sa {};
   sa.sa_handler = onSignal;  // no SA_RESTART: epoll_wait returns EINTR
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
@@ -164,7 +164,8 @@ int main(int argc, char** argv) {
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof addr;
   if (listenFd < 0 || ::bind(listenFd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 ||
-      ::listen(listenFd, SOMAXCONN) < 0 || ::getsockname(listenFd, reinterpret_cast<sockaddr*>(&addr), &len) < 0) {
+      ::listen(listenFd, SOMAXCONN) < 0 ||
+      ::getsockname(listenFd, reinterpret_cast<sockaddr*>(&addr), &len) < 0) {
     std::perror("floor-echo: listen");
     return 1;
   }

@@ -30,16 +30,18 @@ class Session : public std::enable_shared_from_this<Session> {
   explicit Session(tcp::socket socket) : socket_(std::move(socket)) {}
 
   void readSome() {
-    socket_.async_read_some(asio::buffer(buf_), [self = shared_from_this()](std::error_code ec, std::size_t n) {
-      if (!ec) self->writeBack(n);  // on EOF or error the last reference goes and the socket closes
-    });
+    socket_.async_read_some(
+        asio::buffer(buf_), [self = shared_from_this()](std::error_code ec, std::size_t n) {
+          if (!ec) self->writeBack(n);  // on EOF or error the last reference goes and the socket closes
+        });
   }
 
  private:
   void writeBack(std::size_t n) {
-    asio::async_write(socket_, asio::buffer(buf_, n), [self = shared_from_this()](std::error_code ec, std::size_t) {
-      if (!ec) self->readSome();
-    });
+    asio::async_write(socket_, asio::buffer(buf_, n),
+                      [self = shared_from_this()](std::error_code ec, std::size_t) {
+                        if (!ec) self->readSome();
+                      });
   }
 
   tcp::socket socket_;
@@ -67,8 +69,9 @@ int main(int argc, char** argv) {
   std::uint16_t port = 7000;
   int threads = 1;
   app.add_option("--port", port, "TCP port on 127.0.0.1 (0 picks a free one)")->capture_default_str();
-  app.add_option("--threads", threads, "threads running the io_context")->capture_default_str()->check(
-      CLI::Range(1, 256));
+  app.add_option("--threads", threads, "threads running the io_context")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
   CLI11_PARSE(app, argc, argv);
 
   asio::io_context ctx(threads);

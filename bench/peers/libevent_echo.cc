@@ -20,11 +20,11 @@
 #include <cstring>
 #include <unordered_set>
 
-#include <CLI/CLI.hpp>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <CLI/CLI.hpp>
 
 namespace {
 
@@ -78,7 +78,9 @@ void onAcceptError(evconnlistener*, void*) {
   std::fprintf(stderr, "libevent-echo: accept: %s\n", std::strerror(errno));
 }
 
-void onSignal(evutil_socket_t, short, void* base) { event_base_loopexit(static_cast<event_base*>(base), nullptr); }
+void onSignal(evutil_socket_t, short, void* base) {
+  event_base_loopexit(static_cast<event_base*>(base), nullptr);
+}
 
 }  // namespace
 
@@ -90,7 +92,8 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "event loops (only 1 is supported)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (threads != 1) {
-    std::fprintf(stderr, "libevent-echo: --threads %d: only one event_base (--threads 1) is supported\n", threads);
+    std::fprintf(stderr, "libevent-echo: --threads %d: only one event_base (--threads 1) is supported\n",
+                 threads);
     return 2;
   }
   std::signal(SIGPIPE, SIG_IGN);
@@ -100,9 +103,9 @@ int main(int argc, char** argv) {
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  evconnlistener* listener =
-      evconnlistener_new_bind(base, onAccept, nullptr, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-                              -1, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  evconnlistener* listener = evconnlistener_new_bind(
+      base, onAccept, nullptr, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, -1,
+      reinterpret_cast<sockaddr*>(&addr), sizeof addr);
   socklen_t len = sizeof addr;
   if (base == nullptr || listener == nullptr ||
       ::getsockname(evconnlistener_get_fd(listener), reinterpret_cast<sockaddr*>(&addr), &len) < 0) {

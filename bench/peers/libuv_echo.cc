@@ -20,8 +20,8 @@
 #include <cstdio>
 #include <utility>
 
-#include <CLI/CLI.hpp>
 #include <uv.h>
+#include <CLI/CLI.hpp>
 
 namespace {
 
@@ -29,7 +29,7 @@ constexpr std::size_t kReadSize = 64 * 1024;
 constexpr std::size_t kQueueLimit = std::size_t{1} << 20;
 
 struct Conn {
-  uv_tcp_t tcp;  // tcp.data points back here; listener and signals keep data null
+  uv_tcp_t tcp;           // tcp.data points back here; listener and signals keep data null
   char* spare = nullptr;  // a read buffer whose write has finished
   bool paused = false;
   ~Conn() { delete[] spare; }
@@ -46,7 +46,8 @@ uv_handle_t* asHandle(Conn* c) { return reinterpret_cast<uv_handle_t*>(&c->tcp);
 void onClosed(uv_handle_t* h) { delete static_cast<Conn*>(h->data); }
 
 void closeConn(uv_stream_t* s) {
-  if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(s))) uv_close(reinterpret_cast<uv_handle_t*>(s), onClosed);
+  if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(s)))
+    uv_close(reinterpret_cast<uv_handle_t*>(s), onClosed);
 }
 
 void onAlloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) {

@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
   });
 
   auto addr = unixPath.empty() ? (host.find(':') != std::string::npos ? keel::SocketAddress::ipv6(host, port)
-                                                                        : keel::SocketAddress::ipv4(host, port))
+                                                                      : keel::SocketAddress::ipv4(host, port))
                                : keel::SocketAddress::unixPath(unixPath);
   if (!addr) {
     std::fprintf(stderr, "keel-echo: bad address\n");

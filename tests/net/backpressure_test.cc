@@ -73,7 +73,8 @@ TEST(Backpressure, NonReadingPeerIsPausedAtTheHighWatermarkAndOthersAreServed) {
   EXPECT_LT(sent, 64u << 20) << "the server should have stopped reading, stalling the sender";
   EXPECT_EQ(counters.high.load(), 1);
   // Bounded: the high watermark plus at most one read's worth.
-  EXPECT_LE(counters.peakOutput.load(), options.connection.highWatermark + options.connection.maxReadPerEvent);
+  EXPECT_LE(counters.peakOutput.load(),
+            options.connection.highWatermark + options.connection.maxReadPerEvent);
 
   BlockingClient polite(srv.address());
   EXPECT_EQ(polite.echo("served while the hog is stuck"), "served while the hog is stuck");
@@ -103,8 +104,10 @@ TEST(Backpressure, OutputHardCapClosesWithOverloaded) {
                    [&](Connection& c) { c.pipeline().emplaceLast<WatchedEcho>(&counters); });
   BlockingClient hog(srv.address());
   (void)floodWithoutReading(hog.fd(), 64u << 20, 3000ms);
-  EXPECT_TRUE(test::eventually([&] { return counters.closedReason.load() == static_cast<int>(CloseReason::Overloaded); }));
-  EXPECT_LE(counters.peakOutput.load(), options.connection.maxOutputBytes + options.connection.maxReadPerEvent);
+  EXPECT_TRUE(test::eventually(
+      [&] { return counters.closedReason.load() == static_cast<int>(CloseReason::Overloaded); }));
+  EXPECT_LE(counters.peakOutput.load(),
+            options.connection.maxOutputBytes + options.connection.maxReadPerEvent);
   EXPECT_EQ(srv.server().stats().closedBy[static_cast<std::size_t>(CloseReason::Overloaded)], 1u);
 }
 

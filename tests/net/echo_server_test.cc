@@ -106,7 +106,8 @@ TEST(EchoServer, ServerShutdownDeliversAQueuedEightMiBReply) {
   EXPECT_TRUE(got == reply);
   // Our FIN completes the server's shutdown.
   client.close();
-  EXPECT_TRUE(test::eventually([&] { return closedReason.load() == static_cast<int>(CloseReason::Shutdown); }));
+  EXPECT_TRUE(
+      test::eventually([&] { return closedReason.load() == static_cast<int>(CloseReason::Shutdown); }));
 }
 
 TEST(EchoServer, PeerFinWithPendingOutputIsDeliveredNotDropped) {
@@ -121,7 +122,8 @@ TEST(EchoServer, PeerFinWithPendingOutputIsDeliveredNotDropped) {
       ctx.write(*reply);
     }
   };
-  ServerThread srv(SocketAddress::loopback4(0), {}, [&](Connection& c) { c.pipeline().emplaceLast<Replier>(&reply); });
+  ServerThread srv(SocketAddress::loopback4(0), {},
+                   [&](Connection& c) { c.pipeline().emplaceLast<Replier>(&reply); });
   BlockingClient client(srv.address(), 10000ms);
   ASSERT_TRUE(client.sendAll("GET"));
   client.shutdownWrite();
@@ -144,7 +146,8 @@ TEST(EchoServer, AbortResetsThePeerAndLeavesNoTimeWait) {
       *flag = true;
     }
   };
-  ServerThread srv(SocketAddress::loopback4(0), {}, [&](Connection& c) { c.pipeline().emplaceLast<AbortOnData>(&aborted); });
+  ServerThread srv(SocketAddress::loopback4(0), {},
+                   [&](Connection& c) { c.pipeline().emplaceLast<AbortOnData>(&aborted); });
   BlockingClient client(srv.address());
   const std::uint16_t clientPort = client.localAddress().port();
   ASSERT_TRUE(client.sendAll("x"));
@@ -156,7 +159,8 @@ TEST(EchoServer, AbortResetsThePeerAndLeavesNoTimeWait) {
   EXPECT_EQ(err, ECONNRESET);
   client.close();
   std::this_thread::sleep_for(50ms);
-  EXPECT_EQ(test::countTimeWait(clientPort, srv.address().port()), 0) << "a reset leaves no TIME_WAIT on either side";
+  EXPECT_EQ(test::countTimeWait(clientPort, srv.address().port()), 0)
+      << "a reset leaves no TIME_WAIT on either side";
 }
 
 TEST(EchoServer, GracefulCloseByTheServerPutsTimeWaitOnTheServerSide) {
@@ -167,7 +171,8 @@ TEST(EchoServer, GracefulCloseByTheServerPutsTimeWaitOnTheServerSide) {
       ctx.close();
     }
   };
-  ServerThread srv(SocketAddress::loopback4(0), {}, [](Connection& c) { c.pipeline().emplaceLast<CloseOnData>(); });
+  ServerThread srv(SocketAddress::loopback4(0), {},
+                   [](Connection& c) { c.pipeline().emplaceLast<CloseOnData>(); });
   BlockingClient client(srv.address());
   const std::uint16_t clientPort = client.localAddress().port();
   ASSERT_TRUE(client.sendAll("bye"));
@@ -177,7 +182,8 @@ TEST(EchoServer, GracefulCloseByTheServerPutsTimeWaitOnTheServerSide) {
   client.close();  // our FIN answers the server's
   // The active closer (the server) holds the TIME_WAIT; on loopback both
   // ends are local, so the entry shows the client's port as the remote one.
-  EXPECT_TRUE(test::eventually([&] { return test::countTimeWait(clientPort, srv.address().port()) == 1; }, 2000ms));
+  EXPECT_TRUE(
+      test::eventually([&] { return test::countTimeWait(clientPort, srv.address().port()) == 1; }, 2000ms));
 }
 
 TEST(EchoServer, Ipv6AndUnixDomain) {
@@ -236,7 +242,8 @@ TEST(EchoServer, SendFromFourThreadsAtOnceKeepsEachThreadsOrder) {
     explicit Capture(std::promise<Connection::Ptr>* pp) : p(pp) {}
     void onConnected(HandlerContext& ctx) override { p->set_value(ctx.connection().shared_from_this()); }
   };
-  ServerThread srv(SocketAddress::loopback4(0), {}, [&](Connection& c) { c.pipeline().emplaceLast<Capture>(&connected); });
+  ServerThread srv(SocketAddress::loopback4(0), {},
+                   [&](Connection& c) { c.pipeline().emplaceLast<Capture>(&connected); });
   BlockingClient client(srv.address(), 10000ms);
   Connection::Ptr conn = connected.get_future().get();
   constexpr int kThreads = 4, kPerThread = 2000;

@@ -102,9 +102,20 @@ TEST(Pipeline, InboundHeadToTailOutboundTailToHeadAndCloseReasonReachesAll) {
     EXPECT_TRUE(eof);
   }
   ASSERT_TRUE(test::eventually([&] { return log.get().size() >= 14; }));
-  const std::vector<std::string> expect = {
-      "a:added", "b:added", "a:connected", "b:connected", "a:data", "b:data", "b:write", "a:write",
-      "a:fin",   "b:fin",   "a:closed:peer-closed", "b:closed:peer-closed", "a:removed", "b:removed"};
+  const std::vector<std::string> expect = {"a:added",
+                                           "b:added",
+                                           "a:connected",
+                                           "b:connected",
+                                           "a:data",
+                                           "b:data",
+                                           "b:write",
+                                           "a:write",
+                                           "a:fin",
+                                           "b:fin",
+                                           "a:closed:peer-closed",
+                                           "b:closed:peer-closed",
+                                           "a:removed",
+                                           "b:removed"};
   EXPECT_EQ(log.get(), expect);
 }
 
@@ -115,8 +126,8 @@ class OneShotGreeter final : public Handler {
     ctx.write("greetings:");
     auto& pipeline = ctx.pipeline();
     pipeline.addBefore<Echo>(std::make_unique<Upper>());
-    ctx.remove();           // the event in flight still finishes its walk
-    ctx.fireData(in);       // ...to the echo, through nothing removed
+    ctx.remove();      // the event in flight still finishes its walk
+    ctx.fireData(in);  // ...to the echo, through nothing removed
   }
 };
 
@@ -167,7 +178,9 @@ TEST(FrameCodec, FramesSplitAndBatchedArbitrarilyAreReassembled) {
   BlockingClient client(srv.address());
   client.setNoDelay(true);
   std::string stream;
-  for (int i = 0; i < 200; ++i) stream += frame(test::randomBytes(static_cast<std::size_t>(i * 37 % 5000), static_cast<std::uint32_t>(i)));
+  for (int i = 0; i < 200; ++i)
+    stream +=
+        frame(test::randomBytes(static_cast<std::size_t>(i * 37 % 5000), static_cast<std::uint32_t>(i)));
   stream += frame("");  // empty frames are frames too
   // Dribble it in uneven pieces so headers and payloads straddle reads.
   std::size_t pos = 0, step = 1;
@@ -204,7 +217,8 @@ TEST(FrameCodec, OversizedLengthIsRefusedWithProtocolErrorWithoutAllocating) {
   ASSERT_TRUE(client.sendAll(std::string("\xff\xff\xff\xff", 4) + "garbage"));  // says 4 GiB
   bool eof = false;
   (void)client.recvUntilEof(&eof);
-  EXPECT_TRUE(test::eventually([&] { return reason.load() == static_cast<int>(CloseReason::ProtocolError); }));
+  EXPECT_TRUE(
+      test::eventually([&] { return reason.load() == static_cast<int>(CloseReason::ProtocolError); }));
   std::size_t inputCapacity = 1;
   srv.runAndWait([&] {
     inputCapacity = conn->input().capacity();

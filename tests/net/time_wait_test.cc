@@ -29,7 +29,8 @@ class ReplyThenClose final : public Handler {
 };
 
 TEST(TimeWaitCounter, CountsTheServersTimeWaitEntriesLikeProcDoes) {
-  test::ServerThread srv(SocketAddress::loopback4(0), {}, [](Connection& c) { c.pipeline().emplaceLast<ReplyThenClose>(); });
+  test::ServerThread srv(SocketAddress::loopback4(0), {},
+                         [](Connection& c) { c.pipeline().emplaceLast<ReplyThenClose>(); });
   const auto before = serverTimeWait(srv.address());
   ASSERT_TRUE(before.has_value()) << "neither sock_diag nor /proc/net/tcp readable";
   constexpr int kConnections = 20;
@@ -40,13 +41,15 @@ TEST(TimeWaitCounter, CountsTheServersTimeWaitEntriesLikeProcDoes) {
     EXPECT_EQ(c.recvUntilEof(&eof), "q");
     EXPECT_TRUE(eof);
   }  // each client closes after the server's FIN: the server side holds TIME_WAIT
-  ASSERT_TRUE(test::eventually([&] { return serverTimeWait(srv.address()).value_or(0) >= *before + kConnections; }));
+  ASSERT_TRUE(
+      test::eventually([&] { return serverTimeWait(srv.address()).value_or(0) >= *before + kConnections; }));
   // The client side holds none: entries towards the server's port are the
   // server's own (on loopback both ends are local, so filter by direction).
   EXPECT_EQ(countTimeWait({0, srv.address().port()}).value_or(99), 0u);
   // Same figure as the kernel's text view.
-  EXPECT_EQ(serverTimeWait(srv.address()).value(), static_cast<std::size_t>(test::countTimeWait(srv.address().port())) -
-                                                        countTimeWait({0, srv.address().port()}).value());
+  EXPECT_EQ(serverTimeWait(srv.address()).value(),
+            static_cast<std::size_t>(test::countTimeWait(srv.address().port())) -
+                countTimeWait({0, srv.address().port()}).value());
 }
 
 }  // namespace

@@ -17,7 +17,8 @@
 
 namespace keel::test {
 
-BlockingClient::BlockingClient(const SocketAddress& addr, std::chrono::milliseconds timeout) : timeout_(timeout) {
+BlockingClient::BlockingClient(const SocketAddress& addr, std::chrono::milliseconds timeout)
+    : timeout_(timeout) {
   Fd fd(::socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) return;
   if (::connect(fd.get(), addr.data(), addr.length()) < 0 && errno != EINPROGRESS) return;
@@ -105,7 +106,8 @@ std::string BlockingClient::echo(std::string_view data) {
     pollfd p{fd_.get(), static_cast<short>(POLLIN | (data.empty() ? 0 : POLLOUT)), 0};
     if (::poll(&p, 1, static_cast<int>(timeout_.count())) != 1) break;
     if ((p.revents & POLLOUT) && !data.empty()) {
-      const ssize_t n = ::send(fd_.get(), data.data(), std::min<std::size_t>(data.size(), 256 * 1024), MSG_NOSIGNAL);
+      const ssize_t n =
+          ::send(fd_.get(), data.data(), std::min<std::size_t>(data.size(), 256 * 1024), MSG_NOSIGNAL);
       if (n > 0) data.remove_prefix(static_cast<std::size_t>(n));
       if (n < 0 && errno != EAGAIN) break;
     }

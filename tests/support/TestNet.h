@@ -51,7 +51,8 @@ class BlockingClient {
 class ServerThread {
  public:
   using Configure = std::function<void(Server&)>;
-  ServerThread(SocketAddress listen, ServerOptions options, Server::PipelineInit init, Configure configure = {});
+  ServerThread(SocketAddress listen, ServerOptions options, Server::PipelineInit init,
+               Configure configure = {});
   ~ServerThread();
   [[nodiscard]] SocketAddress address() const { return address_; }
   [[nodiscard]] EventLoop& loop() { return *loop_; }
