@@ -14,23 +14,28 @@ namespace {
 
 constexpr std::uint64_t kSpan = std::uint64_t{1} << (TimerWheel::kSlotBits * TimerWheel::kLevels);
 
-// How far the prefetching cursor runs ahead of the loop that re-files or fires
-// entries. Re-filing a node is a few instructions, so a cascade needs many
-// misses in flight to hide the latency; firing runs a callback per entry and
-// needs fewer. Measured on the 1M-timer benchmark; flat within about 2x of
-// these values.
-constexpr int kCascadeAhead = 16;
-constexpr int kFireAhead = 8;
-
 constexpr std::uint64_t ceilTicks(std::int64_t ns, std::int64_t tick) {
   return ns <= 0 ? 0 : static_cast<std::uint64_t>((ns + tick - 1) / tick);
 }
 
 constexpr std::uint64_t bit(unsigned slot) { return std::uint64_t{1} << slot; }
 
+// Level for a delta of a given bit width: 0 below kSlots, then one level per
+// kSlotBits bits. A table because GCC kept a real division by 6 in some of the
+// inlined copies of file() (it treats the branch as cold).
+constexpr auto kLevelOfWidth = [] {
+  std::array<std::uint8_t, 65> t{};
+  for (unsigned w = 0; w <= 64; ++w) {
+    const unsigned level = w <= TimerWheel::kSlotBits ? 0 : (w - 1) / TimerWheel::kSlotBits;
+    t[w] = static_cast<std::uint8_t>(level < TimerWheel::kLevels ? level : TimerWheel::kLevels - 1);
+  }
+  return t;
+}();
+
 }  // namespace
 
-TimerWheel::TimerWheel(TimePoint origin, Duration tick) : origin_(origin), tick_(tick), currentStart_(origin) {
+TimerWheel::TimerWheel(TimePoint origin, Duration tick)
+    : origin_(origin), tick_(tick), currentStart_(origin) {
   if (tick_ <= Duration::zero()) throw std::invalid_argument("TimerWheel: tick must be positive");
 }
 
@@ -45,9 +50,10 @@ std::uint64_t TimerWheel::tickOf(TimePoint t) const noexcept {
 // cancelled ones stay until their block is passed), which is at most as many
 // again. Keeping the pool's capacity at this bound whenever a timer is added
 // means re-filing (cascade, repeating timers) never has to grow it.
-void TimerWheel::growFor(std::size_t pending) {
+KEEL_TW_INLINE void TimerWheel::growFor(std::size_t pending) {
   const std::size_t need = 2 * (pending / kBlockEntries + 1) + 2 * (kSlotCount + 2);
-  if (blocks_.capacity() < need) blocks_.reserve(std::max(need, 2 * blocks_.capacity()));
+  if (blocks_.capacity() < need) [[unlikely]]
+    blocks_.reserve(std::max(need, 2 * blocks_.capacity()));
 }
 
 void TimerWheel::reserve(std::size_t n) {
@@ -126,13 +132,9 @@ KEEL_TW_INLINE void TimerWheel::file(std::uint32_t i) noexcept {
     delta = kSpan - 1;
     e = current_ + delta;
   }
-  int level = 0;
-  if (delta >= kSlots) {
-    level = static_cast<int>(std::bit_width(delta) - 1) / kSlotBits;
-    if (level >= kLevels) level = kLevels - 1;
-  }
+  const unsigned level = kLevelOfWidth[static_cast<std::size_t>(std::bit_width(delta))];
   const auto slot = static_cast<unsigned>((e >> (kSlotBits * level)) & (kSlots - 1));
-  const auto s = static_cast<std::uint32_t>(level) * kSlots + slot;
+  const auto s = level * kSlots + slot;
   List& l = slots_[s];
   std::uint32_t b = l.tail;
   if (b == kNil) {
@@ -140,7 +142,7 @@ KEEL_TW_INLINE void TimerWheel::file(std::uint32_t i) noexcept {
     blocks_[b].next = blocks_[b].prev = kNil;
     l.head = l.tail = b;
     l.tailCount = 0;
-    occupied_[static_cast<std::size_t>(level)] |= bit(slot);
+    occupied_[level] |= bit(slot);
   } else if (l.tailCount == kBlockEntries) {
     const std::uint32_t nb = allocBlock(s);
     blocks_[nb].prev = b;
@@ -235,21 +237,22 @@ TimerWheel::List TimerWheel::detach(unsigned s) noexcept {
   return l;
 }
 
-KEEL_TW_INLINE void TimerWheel::prefetchNext(Lookahead& la, bool payloadToo) const noexcept {
-  if (la.block == kNil) return;
-  const Block& blk = blocks_[la.block];
-  const std::uint32_t i = blk.entry[la.offset];
-  if (i != kNil) {
+// Prefetches the nodes (and, for firing, the callbacks) named by one block of
+// a detached list, and the line of the block after it. Cascade and fire call
+// it for block n+1 as they start on block n: the nodes are requested 13-26
+// entries before they are needed, and by the time the loop reaches block n+2
+// its line has arrived too. That turns the walk into a stream of overlapping
+// misses instead of one miss after another.
+KEEL_TW_INLINE void TimerWheel::prefetchBlock(std::uint32_t b, std::uint32_t count,
+                                              bool payloadsToo) const noexcept {
+  const Block& blk = blocks_[b];
+  for (std::uint32_t k = 0; k < count; ++k) {
+    const std::uint32_t i = blk.entry[k];
+    if (i == kNil) continue;  // a hole left by a cancel inside this firing batch
     __builtin_prefetch(&nodes_[i], 1);
-    if (payloadToo) __builtin_prefetch(&payloads_[i]);
+    if (payloadsToo) __builtin_prefetch(&payloads_[i], 1);
   }
-  if (++la.offset == (la.block == la.tail ? la.tailCount : kBlockEntries)) {
-    la.block = blk.next;
-    la.offset = 0;
-    // Fetch the block after the one just entered: by the time the cursor
-    // gets there, kBlockEntries entries later, it has arrived.
-    if (la.block != kNil && blocks_[la.block].next != kNil) __builtin_prefetch(&blocks_[blocks_[la.block].next]);
-  }
+  if (blk.next != kNil) __builtin_prefetch(&blocks_[blk.next]);
 }
 
 void TimerWheel::cascade(int level, unsigned slot) {
@@ -258,17 +261,14 @@ void TimerWheel::cascade(int level, unsigned slot) {
   // straight back into this same slot. Nothing else can touch the detached
   // list while it is re-filed (no user code runs here).
   const List l = detach(static_cast<unsigned>(level) * kSlots + slot);
-  Lookahead la{l.head, 0, l.tail, l.tailCount};
-  if (l.head != l.tail) __builtin_prefetch(&blocks_[blocks_[l.head].next]);
-  for (int k = 0; k < kCascadeAhead; ++k) prefetchNext(la, false);
+  const auto countOf = [&l](std::uint32_t b) { return b == l.tail ? l.tailCount : kBlockEntries; };
+  prefetchBlock(l.head, countOf(l.head), false);
   for (std::uint32_t b = l.head; b != kNil;) {
-    const std::uint32_t count = b == l.tail ? l.tailCount : kBlockEntries;
-    for (std::uint32_t k = 0; k < count; ++k) {
-      prefetchNext(la, false);
-      file(blocks_[b].entry[k]);
-    }
     const std::uint32_t next = blocks_[b].next;
-    freeBlock(b);  // the lookahead is already past it
+    if (next != kNil) prefetchBlock(next, countOf(next), false);
+    const std::uint32_t count = countOf(b);
+    for (std::uint32_t k = 0; k < count; ++k) file(blocks_[b].entry[k]);
+    freeBlock(b);
     b = next;
   }
 }
@@ -278,9 +278,8 @@ void TimerWheel::fire(const List l, std::size_t& fired) {
   // waiting here leaves a hole instead of swap-removing (and so that nothing
   // mistakes them for the slot's new list). Nothing is appended to a batch.
   for (std::uint32_t b = l.head; b != kNil; b = blocks_[b].next) blocks_[b].owner = kFiring;
-  Lookahead la{l.head, 0, l.tail, l.tailCount};
-  if (l.head != l.tail) __builtin_prefetch(&blocks_[blocks_[l.head].next]);
-  for (int k = 0; k < kFireAhead; ++k) prefetchNext(la, true);
+  const auto countOf = [&l](std::uint32_t b) { return b == l.tail ? l.tailCount : kBlockEntries; };
+  prefetchBlock(l.head, countOf(l.head), true);
   std::uint32_t b = l.head;
   std::uint32_t k = 0;
   // Settles a node whose callback has returned (or thrown). Callbacks may
@@ -299,9 +298,10 @@ void TimerWheel::fire(const List l, std::size_t& fired) {
   };
   try {
     while (b != kNil) {
-      const std::uint32_t count = b == l.tail ? l.tailCount : kBlockEntries;
+      const std::uint32_t next = blocks_[b].next;  // a batch's links never change
+      if (next != kNil) prefetchBlock(next, countOf(next), true);
+      const std::uint32_t count = countOf(b);
       for (; k < count; ++k) {
-        prefetchNext(la, true);
         const std::uint32_t i = blocks_[b].entry[k];
         if (i == kNil) continue;  // cancelled by an earlier callback of this batch
         nodes_[i].state = State::Firing;
@@ -316,7 +316,6 @@ void TimerWheel::fire(const List l, std::size_t& fired) {
         ++fired;
         settle(i, cb);
       }
-      const std::uint32_t next = blocks_[b].next;
       freeBlock(b);
       b = next;
       k = 0;
@@ -325,7 +324,7 @@ void TimerWheel::fire(const List l, std::size_t& fired) {
     // A callback threw: the rest of the batch is still due. File it back (it
     // lands in the slot for the next tick) so the wheel stays consistent.
     for (++k; b != kNil; k = 0) {
-      const std::uint32_t count = b == l.tail ? l.tailCount : kBlockEntries;
+      const std::uint32_t count = countOf(b);
       for (; k < count; ++k) {
         if (const std::uint32_t i = blocks_[b].entry[k]; i != kNil) file(i);
       }
@@ -353,8 +352,8 @@ void TimerWheel::processTick(std::uint64_t t, std::size_t& fired) {
 }
 
 std::size_t TimerWheel::advance(TimePoint now) {
-  // Most calls land inside a tick that is already done; settle those without
-  // the division in tickOf().
+  // Most calls land inside a tick that is already done (or before the origin,
+  // where nothing can be due); settle those without the division in tickOf().
   if (now < currentStart_) return 0;
   const std::uint64_t target = tickOf(now);
   std::size_t fired = 0;
@@ -416,3 +415,5 @@ std::optional<Duration> TimerWheel::timeUntilNext(TimePoint now) const {
 }
 
 }  // namespace keel
+
+#undef KEEL_TW_INLINE
