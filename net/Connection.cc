@@ -173,7 +173,7 @@ void Connection::onEvents(std::uint32_t events) {
       return;
     }
   }
-  if (!closed() && (events & EPOLLOUT) != 0) handleWrite();
+  if ((events & EPOLLOUT) != 0) flushRaw();  // EPOLLOUT is the same flush a handler asks for
 }
 
 void Connection::handleRead(std::uint32_t events) {
@@ -356,12 +356,6 @@ bool Connection::sendQueued() {
 
 void Connection::flushRaw() {
   if (closed()) return;
-  if (!output_.empty() && !sendQueued()) return;
-  updateInterest();
-  afterOutputShrank();
-}
-
-void Connection::handleWrite() {
   if (!output_.empty() && !sendQueued()) return;
   updateInterest();
   afterOutputShrank();

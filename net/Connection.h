@@ -160,7 +160,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   };
   void onEvents(std::uint32_t events);
   void handleRead(std::uint32_t events);
-  void handleWrite();
   void handlePeerFin();
   void handleError(int err);
   void closeNow(CloseReason reason, bool reset);
