@@ -16,7 +16,7 @@ Sections
      so its reply carries the ACK and the stall never shows).
   3. throughput: keel-tput, 16 KiB blocks ping-ponged over 1..1000
      connections, MiB/s.
-  4. connection scale, 5. dead-peer detection: not in this suite yet.
+  4.., 5, 7..: modules in bench/sections/ (see its README.md).
   6. micro-benchmarks: timer_bench and micro_bench (Google Benchmark).
 
 Every server is its own process, started on port 0; its "listening on
@@ -35,6 +35,7 @@ latency-latest.png, nagle-latest.png (and throughput-latest.png).
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -48,6 +49,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import *  # noqa: F401,F403  (say, table, Server, ServerSet, run_json, ...)
+from benchlib import T0, LISTEN_RE  # noqa: F401
 
 SCHEMA = "keel-bench/1"
 FLOOR = "floor-echo"
@@ -96,314 +102,6 @@ QUICK = dict(
     micro_min_time=0.01,
     timer_filter="/1000$",
 )
-
-
-# ---- terminal ------------------------------------------------------------------
-
-T0 = time.monotonic()
-
-
-def say(msg=""):
-    print(msg, flush=True)
-
-
-def progress(done, total, msg):
-    say(f"  [{done:>3}/{total}] {time.monotonic() - T0:6.1f}s  {msg}")
-
-
-def fmt_us(v):
-    if v is None:
-        return "-"
-    if v >= 1000:
-        return f"{v / 1000:.2f}ms"
-    return f"{v:.1f}"
-
-
-def fmt_ratio(v):
-    return "-" if v is None else f"{v:.2f}x"
-
-
-def table(header, rows, align=None):
-    """Plain text table; align is a string of 'l'/'r' per column."""
-    cols = len(header)
-    align = align or "l" + "r" * (cols - 1)
-    width = [len(str(h)) for h in header]
-    for r in rows:
-        # A short row (a status instead of figures) lets its last cell run
-        # across the columns it does not fill, without widening them.
-        for i, c in enumerate(r[:cols] if len(r) >= cols else r[:-1]):
-            width[i] = max(width[i], len(str(c)))
-
-    def line(r):
-        cells = []
-        for i in range(min(cols, len(r))):
-            c = str(r[i])
-            if len(r) < cols and i == len(r) - 1:
-                cells.append(c)
-            else:
-                cells.append(c.ljust(width[i]) if align[i] == "l" else c.rjust(width[i]))
-        return "  " + "  ".join(cells).rstrip()
-
-    out = [line(header), "  " + "  ".join("-" * w for w in width)]
-    out += [line(r) for r in rows]
-    return "\n".join(out)
-
-
-# ---- machine ---------------------------------------------------------------------
-
-
-def read_text(path):
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return None
-
-
-SYSCTLS = [
-    "net.ipv4.tcp_keepalive_time",
-    "net.ipv4.tcp_keepalive_intvl",
-    "net.ipv4.tcp_keepalive_probes",
-    "net.ipv4.tcp_tw_reuse",
-    "net.ipv4.ip_local_port_range",
-    "net.core.somaxconn",
-    "net.ipv4.tcp_max_syn_backlog",
-    "net.ipv4.tcp_fin_timeout",
-    "net.ipv4.tcp_rmem",
-    "net.ipv4.tcp_wmem",
-]
-
-
-def machine_info(nofile_before, nofile_after):
-    cpu = None
-    cpuinfo = read_text("/proc/cpuinfo") or ""
-    for ln in cpuinfo.splitlines():
-        if ln.startswith("model name"):
-            cpu = ln.split(":", 1)[1].strip()
-            break
-    sysctls = {}
-    for name in SYSCTLS:
-        v = read_text("/proc/sys/" + name.replace(".", "/"))
-        sysctls[name] = " ".join(v.split()) if v is not None else None
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = None
-    return {
-        "hostname": platform.node(),
-        "kernel": platform.release(),
-        "kernel_version": platform.version(),
-        "arch": platform.machine(),
-        "cpu_model": cpu,
-        "cores": os.cpu_count(),
-        "cores_usable": affinity,
-        "memory_total_kb": next(
-            (int(ln.split()[1]) for ln in (read_text("/proc/meminfo") or "").splitlines() if ln.startswith("MemTotal")),
-            None,
-        ),
-        "sysctls": sysctls,
-        "open_file_limit": {
-            "soft_at_start": nofile_before[0],
-            "hard": nofile_before[1],
-            "soft_used": nofile_after[0],
-        },
-        "python": platform.python_version(),
-    }
-
-
-def loadavg():
-    v = read_text("/proc/loadavg")
-    return [float(x) for x in v.split()[:3]] if v else None
-
-
-def git_info(repo):
-    def run(*args):
-        try:
-            r = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
-            return r.stdout.strip() if r.returncode == 0 else None
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-
-    status = run("status", "--porcelain")
-    return {"commit": run("rev-parse", "HEAD"), "dirty_files": None if status is None else len(status.splitlines())}
-
-
-def raise_nofile():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    before = (soft, hard)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            pass
-    return before, resource.getrlimit(resource.RLIMIT_NOFILE)
-
-
-# ---- servers ---------------------------------------------------------------------
-
-LISTEN_RE = re.compile(r"listening on (\S+?):(\d+)\b")
-
-
-class Server:
-    """One server binary, started as its own process on port 0."""
-
-    def __init__(self, name, binary, args, label=None):
-        self.name = name  # unique key in the results
-        self.binary = binary
-        self.args = args
-        self.label = label or name
-        self.proc = None
-        self.port = None
-        self.log = None
-        self.status = "not started"
-        self.error = None
-
-    @property
-    def built(self):
-        return self.binary.is_file() and os.access(self.binary, os.X_OK)
-
-    def start(self, timeout=15.0):
-        if not self.built:
-            self.status, self.error = "not built", f"{self.binary} not found"
-            return False
-        self.log = tempfile.NamedTemporaryFile(prefix="keel-bench-" + re.sub(r"[^\w.-]", "_", self.name) + "-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(
-            [str(self.binary), "--port", "0", *self.args],
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.log_text()
-            m = LISTEN_RE.search(text)
-            if m:
-                self.port = int(m.group(2))
-                self.status = "ok"
-                return True
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        rc = self.proc.poll()
-        self.status = "failed"
-        self.error = (
-            f"exited with status {rc} before listening" if rc is not None else f"no 'listening on' line in {timeout:.0f}s"
-        )
-        tail = self.log_text().strip().splitlines()[-3:]
-        if tail:
-            self.error += ": " + " | ".join(tail)
-        self.stop()
-        return False
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None and self.status == "ok"
-
-    def mark_dead(self):
-        if self.status == "ok":
-            rc = self.proc.poll() if self.proc else None
-            self.status = "failed"
-            self.error = f"server exited during the run (status {rc})"
-            tail = self.log_text().strip().splitlines()[-3:]
-            if tail:
-                self.error += ": " + " | ".join(tail)
-
-    def log_text(self):
-        try:
-            return Path(self.log.name).read_text(errors="replace")
-        except (OSError, AttributeError):
-            return ""
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-        if self.log is not None:
-            self.log.close()
-            try:
-                os.unlink(self.log.name)
-            except OSError:
-                pass
-            self.log = None
-
-    def describe(self):
-        d = {"binary": rel(self.binary), "args": ["--port", "0", *self.args], "status": self.status}
-        if self.error:
-            d["error"] = self.error
-        return d
-
-
-class ServerSet:
-    """Starts a section's servers together, stops them all on exit."""
-
-    def __init__(self, servers):
-        self.servers = servers
-
-    def __enter__(self):
-        for s in self.servers:
-            ok = s.start()
-            state = f"port {s.port}" if ok else s.status + (f" ({s.error})" if s.error and s.status != "not built" else "")
-            say(f"  {s.label:<22} {state}")
-        return self
-
-    def __exit__(self, *exc):
-        for s in self.servers:
-            s.stop()
-        return False
-
-    def running(self):
-        return [s for s in self.servers if s.status == "ok"]
-
-
-def rotated(items, r):
-    if not items:
-        return items
-    k = r % len(items)
-    return items[k:] + items[:k]
-
-
-def run_json(cmd, timeout):
-    """Runs a client; returns (dict, None) from its last JSON line, or (None, error)."""
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return None, f"timed out after {timeout:.0f}s"
-    except OSError as e:
-        return None, str(e)
-    if r.returncode != 0:
-        msg = (r.stderr or r.stdout).strip().splitlines()
-        return None, f"exit {r.returncode}: " + (msg[-1] if msg else "no output")
-    for ln in reversed(r.stdout.strip().splitlines()):
-        ln = ln.strip()
-        if ln.startswith("{"):
-            try:
-                return json.loads(ln), None
-            except json.JSONDecodeError:
-                break
-    return None, "no JSON line in the output"
-
-
-def median_of(rounds, key):
-    vals = [r[key] for r in rounds if isinstance(r.get(key), (int, float))]
-    return statistics.median(vals) if vals else None
-
-
-def ratio(a, b):
-    return round(a / b, 4) if a is not None and b not in (None, 0) else None
-
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def rel(path):
-    """A path inside the repository relative to its root (latest.json is committed)."""
-    try:
-        return str(Path(path).resolve().relative_to(REPO))
-    except ValueError:
-        return str(path)
 
 
 # ---- section 1: latency ----------------------------------------------------------
@@ -998,6 +696,38 @@ def run_gnuplot(script, gp_path):
     return True
 
 
+# ---- the plan: built-in sections plus bench/sections/*.py ------------------------
+
+
+class Section:
+    """One section of the run. Built-in ones print their own header; a module in
+    bench/sections/ defines NUMBER, KEY, TITLE, run(quick, bindir) -> dict and
+    optionally plot(data, png, workdir) -> bool, and gets its header printed."""
+
+    def __init__(self, number, key, title, run, plot=None, builtin=None):
+        self.number, self.key, self.title, self.run, self.plot, self.builtin = number, key, title, run, plot, builtin
+
+
+def section_plan(here):
+    plan = [
+        Section(1, "latency", "small-packet ping-pong latency", lambda c, b, q: section_latency(c, b), builtin=True),
+        Section(2, "nagle", "Nagle / delayed-ACK matrix", lambda c, b, q: section_nagle(c, b), builtin=True),
+        Section(3, "throughput", "ping-pong throughput", lambda c, b, q: section_throughput(c, b), builtin=True),
+        Section(6, "micro", "micro-benchmarks", lambda c, b, q: section_micro(c, b), builtin=True),
+    ]
+    for path in sorted((here / "sections").glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        spec = importlib.util.spec_from_file_location(f"keel_bench_{path.stem}", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        run = mod.run
+        plan.append(Section(mod.NUMBER, mod.KEY, mod.TITLE, lambda c, b, q, run=run: run(q, b),
+                            getattr(mod, "plot", None)))
+    plan.sort(key=lambda sec: sec.number)
+    return plan
+
+
 # ---- main ------------------------------------------------------------------------
 
 
@@ -1007,9 +737,15 @@ def main():
     ap.add_argument("--build", default="build/release", help="CMake build directory (binaries in BUILD/bin)")
     ap.add_argument("--out", default=str(here / "results"), help="results directory")
     ap.add_argument("--quick", action="store_true", help="short mode (also QUICK=1 in the environment)")
-    ap.add_argument("--sections", default="latency,nagle,throughput,micro",
-                    help="comma-separated subset of latency,nagle,throughput,micro")
+    plan = section_plan(here)
+    keys = ",".join(sec.key for sec in plan)
+    ap.add_argument("--sections", default=keys, help=f"comma-separated subset of {keys}")
+    ap.add_argument("--list", action="store_true", help="list the sections and exit")
     args = ap.parse_args()
+    if args.list:
+        for sec in plan:
+            say(f"{sec.number:>2}. {sec.key:<18} {sec.title}")
+        return 0
 
     quick = args.quick or os.environ.get("QUICK", "") not in ("", "0")
 
@@ -1048,18 +784,18 @@ def main():
     }
     sections = result["sections"]
     try:
-        if "latency" in wanted:
-            sections["latency"] = section_latency(cfg, bindir)
-        if "nagle" in wanted:
-            sections["nagle"] = section_nagle(cfg, bindir)
-        if "throughput" in wanted:
-            sections["throughput"] = section_throughput(cfg, bindir)
-        say("\n== 4. connection scale: section 4: not yet in this run")
-        say("== 5. dead-peer detection: section 5: not yet in this run")
-        sections["connection_scale"] = {"status": "not yet in this run", "section": 4}
-        sections["dead_peer"] = {"status": "not yet in this run", "section": 5}
-        if "micro" in wanted:
-            sections["micro"] = section_micro(cfg, bindir)
+        for sec in plan:
+            if sec.key not in wanted:
+                continue
+            if sec.builtin is None:
+                say(f"\n== {sec.number}. {sec.title}")
+            try:
+                sections[sec.key] = sec.run(cfg, bindir, quick)
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # one broken section must not lose the others' figures
+                say(f"  section {sec.number} ({sec.key}) failed: {type(e).__name__}: {e}")
+                sections[sec.key] = {"section": sec.number, "status": "failed", "error": f"{type(e).__name__}: {e}"}
     except KeyboardInterrupt:
         say("\ninterrupted: writing what was measured so far")
         result["interrupted"] = True
@@ -1075,9 +811,11 @@ def main():
     else:
         with tempfile.TemporaryDirectory(prefix="keel-bench-plot-") as work:
             workp = Path(work)
-            for name, fn, key in (("latency", plot_latency, "latency"), ("nagle", plot_nagle, "nagle"),
-                                  ("throughput", plot_throughput, "throughput")):
-                if key not in sections:
+            plotters = [("latency", plot_latency, "latency"), ("nagle", plot_nagle, "nagle"),
+                        ("throughput", plot_throughput, "throughput")]
+            plotters += [(sec.key, sec.plot, sec.key) for sec in plan if sec.plot is not None]
+            for name, fn, key in plotters:
+                if not isinstance(sections.get(key), dict) or sections[key].get("status") == "failed":
                     continue
                 png = outdir / f"{stamp}-{name}.png"
                 if fn(sections[key], png, workp):

@@ -1,0 +1,325 @@
+"""Shared pieces of the bench suite: terminal output, tables, the machine
+description, server processes started on port 0, and running a client that
+prints a JSON line. bench/run.py and every module in bench/sections/ use it.
+Python standard library only."""
+
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+import signal
+
+# ---- terminal ------------------------------------------------------------------
+
+T0 = time.monotonic()
+
+
+def say(msg=""):
+    print(msg, flush=True)
+
+
+def progress(done, total, msg):
+    say(f"  [{done:>3}/{total}] {time.monotonic() - T0:6.1f}s  {msg}")
+
+
+def fmt_us(v):
+    if v is None:
+        return "-"
+    if v >= 1000:
+        return f"{v / 1000:.2f}ms"
+    return f"{v:.1f}"
+
+
+def fmt_ratio(v):
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def table(header, rows, align=None):
+    """Plain text table; align is a string of 'l'/'r' per column."""
+    cols = len(header)
+    align = align or "l" + "r" * (cols - 1)
+    width = [len(str(h)) for h in header]
+    for r in rows:
+        # A short row (a status instead of figures) lets its last cell run
+        # across the columns it does not fill, without widening them.
+        for i, c in enumerate(r[:cols] if len(r) >= cols else r[:-1]):
+            width[i] = max(width[i], len(str(c)))
+
+    def line(r):
+        cells = []
+        for i in range(min(cols, len(r))):
+            c = str(r[i])
+            if len(r) < cols and i == len(r) - 1:
+                cells.append(c)
+            else:
+                cells.append(c.ljust(width[i]) if align[i] == "l" else c.rjust(width[i]))
+        return "  " + "  ".join(cells).rstrip()
+
+    out = [line(header), "  " + "  ".join("-" * w for w in width)]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+# ---- machine ---------------------------------------------------------------------
+
+
+def read_text(path):
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+SYSCTLS = [
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+    "net.ipv4.tcp_tw_reuse",
+    "net.ipv4.ip_local_port_range",
+    "net.core.somaxconn",
+    "net.ipv4.tcp_max_syn_backlog",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+]
+
+
+def machine_info(nofile_before, nofile_after):
+    cpu = None
+    cpuinfo = read_text("/proc/cpuinfo") or ""
+    for ln in cpuinfo.splitlines():
+        if ln.startswith("model name"):
+            cpu = ln.split(":", 1)[1].strip()
+            break
+    sysctls = {}
+    for name in SYSCTLS:
+        v = read_text("/proc/sys/" + name.replace(".", "/"))
+        sysctls[name] = " ".join(v.split()) if v is not None else None
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = None
+    return {
+        "hostname": platform.node(),
+        "kernel": platform.release(),
+        "kernel_version": platform.version(),
+        "arch": platform.machine(),
+        "cpu_model": cpu,
+        "cores": os.cpu_count(),
+        "cores_usable": affinity,
+        "memory_total_kb": next(
+            (int(ln.split()[1]) for ln in (read_text("/proc/meminfo") or "").splitlines() if ln.startswith("MemTotal")),
+            None,
+        ),
+        "sysctls": sysctls,
+        "open_file_limit": {
+            "soft_at_start": nofile_before[0],
+            "hard": nofile_before[1],
+            "soft_used": nofile_after[0],
+        },
+        "python": platform.python_version(),
+    }
+
+
+def loadavg():
+    v = read_text("/proc/loadavg")
+    return [float(x) for x in v.split()[:3]] if v else None
+
+
+def git_info(repo):
+    def run(*args):
+        try:
+            r = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
+            return r.stdout.strip() if r.returncode == 0 else None
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+
+    status = run("status", "--porcelain")
+    return {"commit": run("rev-parse", "HEAD"), "dirty_files": None if status is None else len(status.splitlines())}
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    before = (soft, hard)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+    return before, resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+# ---- servers ---------------------------------------------------------------------
+
+LISTEN_RE = re.compile(r"listening on (\S+?):(\d+)\b")
+
+
+class Server:
+    """One server binary, started as its own process on port 0."""
+
+    def __init__(self, name, binary, args, label=None):
+        self.name = name  # unique key in the results
+        self.binary = binary
+        self.args = args
+        self.label = label or name
+        self.proc = None
+        self.port = None
+        self.log = None
+        self.status = "not started"
+        self.error = None
+
+    @property
+    def built(self):
+        return self.binary.is_file() and os.access(self.binary, os.X_OK)
+
+    def start(self, timeout=15.0):
+        if not self.built:
+            self.status, self.error = "not built", f"{self.binary} not found"
+            return False
+        self.log = tempfile.NamedTemporaryFile(prefix="keel-bench-" + re.sub(r"[^\w.-]", "_", self.name) + "-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(
+            [str(self.binary), "--port", "0", *self.args],
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_text()
+            m = LISTEN_RE.search(text)
+            if m:
+                self.port = int(m.group(2))
+                self.status = "ok"
+                return True
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        rc = self.proc.poll()
+        self.status = "failed"
+        self.error = (
+            f"exited with status {rc} before listening" if rc is not None else f"no 'listening on' line in {timeout:.0f}s"
+        )
+        tail = self.log_text().strip().splitlines()[-3:]
+        if tail:
+            self.error += ": " + " | ".join(tail)
+        self.stop()
+        return False
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None and self.status == "ok"
+
+    def mark_dead(self):
+        if self.status == "ok":
+            rc = self.proc.poll() if self.proc else None
+            self.status = "failed"
+            self.error = f"server exited during the run (status {rc})"
+            tail = self.log_text().strip().splitlines()[-3:]
+            if tail:
+                self.error += ": " + " | ".join(tail)
+
+    def log_text(self):
+        try:
+            return Path(self.log.name).read_text(errors="replace")
+        except (OSError, AttributeError):
+            return ""
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if self.log is not None:
+            self.log.close()
+            try:
+                os.unlink(self.log.name)
+            except OSError:
+                pass
+            self.log = None
+
+    def describe(self):
+        d = {"binary": rel(self.binary), "args": ["--port", "0", *self.args], "status": self.status}
+        if self.error:
+            d["error"] = self.error
+        return d
+
+
+class ServerSet:
+    """Starts a section's servers together, stops them all on exit."""
+
+    def __init__(self, servers):
+        self.servers = servers
+
+    def __enter__(self):
+        for s in self.servers:
+            ok = s.start()
+            state = f"port {s.port}" if ok else s.status + (f" ({s.error})" if s.error and s.status != "not built" else "")
+            say(f"  {s.label:<22} {state}")
+        return self
+
+    def __exit__(self, *exc):
+        for s in self.servers:
+            s.stop()
+        return False
+
+    def running(self):
+        return [s for s in self.servers if s.status == "ok"]
+
+
+def rotated(items, r):
+    if not items:
+        return items
+    k = r % len(items)
+    return items[k:] + items[:k]
+
+
+def run_json(cmd, timeout):
+    """Runs a client; returns (dict, None) from its last JSON line, or (None, error)."""
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {timeout:.0f}s"
+    except OSError as e:
+        return None, str(e)
+    if r.returncode != 0:
+        msg = (r.stderr or r.stdout).strip().splitlines()
+        return None, f"exit {r.returncode}: " + (msg[-1] if msg else "no output")
+    for ln in reversed(r.stdout.strip().splitlines()):
+        ln = ln.strip()
+        if ln.startswith("{"):
+            try:
+                return json.loads(ln), None
+            except json.JSONDecodeError:
+                break
+    return None, "no JSON line in the output"
+
+
+def median_of(rounds, key):
+    vals = [r[key] for r in rounds if isinstance(r.get(key), (int, float))]
+    return statistics.median(vals) if vals else None
+
+
+def ratio(a, b):
+    return round(a / b, 4) if a is not None and b not in (None, 0) else None
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def rel(path):
+    """A path inside the repository relative to its root (latest.json is committed)."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
