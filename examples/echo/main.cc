@@ -2,10 +2,17 @@
 // back unchanged.
 //
 //   keel-echo --port 7000 [--threads 2] [--unix /tmp/echo.sock]
+//             [--profile kernel|latency|throughput] [--idle-timeout-ms 30000]
 //
 // What it shows: a Server, a one-method Handler as the application, I/O
 // loops on threads, and a clean stop on SIGINT/SIGTERM that lets every
-// connection finish (Server::stop) before the process exits.
+// connection finish (Server::stop) before the process exits. Two optional
+// policy handlers go in front of the application without it knowing:
+//   TcpTuning   the latency or throughput profile (net/TcpTuning.h);
+//   IdleReaper  closes a connection that neither sent nor received anything
+//               for --idle-timeout-ms (heartbeat/IdleReaper.h).
+// Try it:  socat - TCP:127.0.0.1:7000   or   socat - UNIX-CONNECT:/tmp/echo.sock
+#include <chrono>
 #include <cstdio>
 #include <string>
 
@@ -13,8 +20,10 @@
 
 #include <keel/core/EventLoop.h>
 #include <keel/core/SignalWatcher.h>
+#include <keel/heartbeat/IdleReaper.h>
 #include <keel/net/Buffer.h>
 #include <keel/net/Server.h>
+#include <keel/net/TcpTuning.h>
 
 namespace {
 
@@ -38,11 +47,22 @@ int main(int argc, char** argv) {
   std::uint16_t port = 7000;
   std::size_t threads = 0;
   std::string unixPath;
+  std::string profileName = "kernel";
+  std::int64_t idleMs = 0;
   app.add_option("--host", host, "address to bind (numeric IPv4 or IPv6)");
   app.add_option("--port", port, "TCP port (0 picks a free one)");
   app.add_option("--threads", threads, "I/O threads (0: all on the main loop)");
   app.add_option("--unix", unixPath, "listen on this Unix-domain socket path instead of TCP");
+  // IsMember refuses anything else with a message naming the accepted values
+  // (exit status 105, CLI11's ValidationError).
+  app.add_option("--profile", profileName, "TCP tuning: kernel (default), latency or throughput")
+      ->check(CLI::IsMember({"kernel", "latency", "throughput"}));
+  app.add_option("--idle-timeout-ms", idleMs, "close connections idle (no byte either way) this long; 0: off")
+      ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
+  const keel::TcpProfile profile = profileName == "latency"      ? keel::TcpProfile::Latency
+                                   : profileName == "throughput" ? keel::TcpProfile::Throughput
+                                                                 : keel::TcpProfile::Kernel;
 
   // Block SIGINT/SIGTERM before any thread starts, so only the loop sees them.
   keel::EventLoop loop;
@@ -67,7 +87,16 @@ int main(int argc, char** argv) {
   options.ioThreads = threads;
   keel::Server server(loop, *addr, options);
   serverPtr = &server;
-  server.setPipelineInit([](keel::Connection& conn) { conn.pipeline().emplaceLast<Echo>(); });
+  keel::IdleLimits idle;
+  idle.all = std::chrono::milliseconds(idleMs);
+  // Runs on the connection's loop for every new connection. Order matters:
+  // TcpTuning sits nearest the socket so it sees every write; the kernel
+  // profile is the kernel's own defaults, so it needs no handler at all.
+  server.setPipelineInit([profile, idle](keel::Connection& conn) {
+    if (profile != keel::TcpProfile::Kernel) conn.pipeline().emplaceLast<keel::TcpTuning>(profile);
+    if (idle.any()) conn.pipeline().emplaceLast<keel::IdleReaper>(idle, keel::IdleAction::Close);
+    conn.pipeline().emplaceLast<Echo>();
+  });
   if (auto ec = server.start()) {
     std::fprintf(stderr, "keel-echo: %s: %s\n", addr->toString().c_str(), ec.message().c_str());
     return 1;

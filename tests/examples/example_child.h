@@ -1,0 +1,222 @@
+// Child processes for the example tests: the example binaries and the real
+// clients (socat, nc, keel-pingpong) run as separate processes, talked to
+// through pipes, with a deadline on every wait so a hung child fails the
+// test instead of hanging it.
+//
+// Header-only on purpose: it is shared by the tests/examples/*_test.cc files,
+// each of which is its own binary.
+//
+// Thread-safety: one Child per thread; fork() is called only from the
+// test's main thread before it starts threads of its own.
+#pragma once
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <regex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "keel/core/Fd.h"
+
+namespace keel::test {
+
+struct ChildOptions {
+  // stdin: a pipe the test writes to (default), or a file opened read-only.
+  std::string stdinFile;
+  // stdout: a pipe the test reads (default), or /dev/null.
+  bool stdoutToNull = false;
+};
+
+class Child {
+ public:
+  Child() = default;
+  explicit Child(const std::vector<std::string>& argv, const ChildOptions& opt = {}) { start(argv, opt); }
+  ~Child() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      int st = 0;
+      ::waitpid(pid_, &st, 0);
+    }
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+  [[nodiscard]] bool started() const noexcept { return pid_ > 0 || status_.has_value(); }
+
+  // Writes everything to the child's stdin (blocking); false on error.
+  bool write(std::string_view data) {
+    while (!data.empty()) {
+      const ssize_t n = ::write(in_.get(), data.data(), data.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      data.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return true;
+  }
+  void closeStdin() { in_.reset(); }
+
+  // One line of stdout (without the newline), or nullopt at EOF/timeout.
+  std::optional<std::string> readLine(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      if (const auto nl = outBuf_.find('\n'); nl != std::string::npos) {
+        std::string line = outBuf_.substr(0, nl);
+        outBuf_.erase(0, nl + 1);
+        return line;
+      }
+      if (!fill(out_, outBuf_, deadline)) return std::nullopt;
+    }
+  }
+  // Reads stdout until `n` bytes are buffered, then takes them (or what came
+  // before EOF/timeout).
+  std::string readBytes(std::size_t n, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (outBuf_.size() < n && fill(out_, outBuf_, deadline)) {
+    }
+    std::string r = outBuf_.substr(0, std::min(n, outBuf_.size()));
+    outBuf_.erase(0, r.size());
+    return r;
+  }
+  // Everything on stdout until EOF (or the timeout).
+  std::string readAll(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (fill(out_, outBuf_, deadline)) {
+    }
+    return std::exchange(outBuf_, {});
+  }
+  // What the child wrote on stderr so far (non-blocking drain).
+  std::string stderrText() {
+    while (fill(err_, errBuf_, std::chrono::steady_clock::now())) {
+    }
+    return errBuf_;
+  }
+
+  // Exit status (signals as 128 + signo), or nullopt if still running at the deadline.
+  std::optional<int> wait(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    if (status_) return status_;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      int st = 0;
+      const pid_t r = ::waitpid(pid_, &st, WNOHANG);
+      if (r == pid_) {
+        pid_ = -1;
+        status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        stderrText();
+        return status_;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+      ::usleep(10'000);
+    }
+  }
+  void signal(int sig) const {
+    if (pid_ > 0) ::kill(pid_, sig);
+  }
+  // SIGTERM, then the exit status (SIGKILL after the timeout).
+  std::optional<int> terminate(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    signal(SIGCONT);
+    signal(SIGTERM);
+    auto st = wait(timeout);
+    if (!st) {
+      signal(SIGKILL);
+      wait();
+    }
+    return st;
+  }
+
+ private:
+  void start(const std::vector<std::string>& argv, const ChildOptions& opt) {
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
+    if (opt.stdinFile.empty() && ::pipe2(in, O_CLOEXEC) != 0) return;
+    if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) return;
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a crashed test
+      const int i = opt.stdinFile.empty() ? in[0] : ::open(opt.stdinFile.c_str(), O_RDONLY);
+      const int o = opt.stdoutToNull ? ::open("/dev/null", O_WRONLY) : out[1];
+      if (i < 0 || o < 0 || ::dup2(i, 0) < 0 || ::dup2(o, 1) < 0 || ::dup2(err[1], 2) < 0) ::_exit(126);
+      std::vector<char*> args;
+      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      ::execvp(args[0], args.data());
+      std::fprintf(stderr, "exec %s: %s\n", args[0], std::strerror(errno));
+      ::_exit(127);
+    }
+    if (in[0] >= 0) ::close(in[0]);
+    ::close(out[1]);
+    ::close(err[1]);
+    in_ = Fd(in[1]);
+    out_ = Fd(out[0]);
+    err_ = Fd(err[0]);
+    ::fcntl(out_.get(), F_SETFL, O_NONBLOCK);
+    ::fcntl(err_.get(), F_SETFL, O_NONBLOCK);
+    if (in_.valid()) ::fcntl(in_.get(), F_SETFD, FD_CLOEXEC);
+    pid_ = pid;
+  }
+
+  // Appends what `fd` has, waiting until the deadline; false at EOF/timeout.
+  static bool fill(Fd& fd, std::string& buf, std::chrono::steady_clock::time_point deadline) {
+    if (!fd.valid()) return false;
+    for (;;) {
+      char tmp[65536];
+      const ssize_t n = ::read(fd.get(), tmp, sizeof tmp);
+      if (n > 0) {
+        buf.append(tmp, static_cast<std::size_t>(n));
+        return true;
+      }
+      if (n == 0) {
+        fd.reset();
+        return false;
+      }
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) return false;
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return false;
+      pollfd p{fd.get(), POLLIN, 0};
+      ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), 100)));
+    }
+  }
+
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+  Fd in_, out_, err_;
+  std::string outBuf_, errBuf_;
+};
+
+// Starts an example server and waits for its "listening on HOST:PORT" line;
+// returns the port (0 when it did not come up; the child's stderr says why).
+inline std::uint16_t awaitListening(Child& server, std::string* line = nullptr) {
+  static const std::regex re(R"(listening on (\S+):(\d+))");
+  for (int i = 0; i < 20; ++i) {
+    auto l = server.readLine(std::chrono::seconds(15));
+    if (!l) return 0;
+    std::smatch m;
+    if (std::regex_search(*l, m, re)) {
+      if (line != nullptr) *line = *l;
+      return static_cast<std::uint16_t>(std::stoi(m[2].str()));
+    }
+  }
+  return 0;
+}
+
+// True when `tool` is on PATH.
+inline bool haveTool(const std::string& tool) {
+  return std::system(("command -v " + tool + " >/dev/null 2>&1").c_str()) == 0;
+}
+
+}  // namespace keel::test
