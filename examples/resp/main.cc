@@ -1,0 +1,167 @@
+// keel-resp: an in-memory subset of Redis (PING ECHO SET GET DEL EXISTS
+// INCR QUIT, and enough of COMMAND/HELLO/CONFIG for redis-cli and
+// redis-benchmark) on one keel loop.
+//
+//   keel-resp --port 6380 [--tcp latency|kernel|throughput] [--threads N]
+//             [--max-memory BYTES]
+//   redis-cli -p 6380 SET k v;  redis-benchmark -p 6380 -t ping,set,get -P 16
+//
+// What it shows:
+//   - a protocol handler that parses straight from the connection's input
+//     buffer, leaves a partial command there for the next read, and runs
+//     every complete command of a read (pipelining), answering with ONE write
+//     per read, however many commands the read held;
+//   - TcpTuning's latency profile (the default): a client that keeps Nagle
+//     on and writes a command in two pieces waits ~40 ms per command on a
+//     server that delays its ACKs, and not on this one;
+//   - bounded everything: per-command caps in the parser (RespProtocol.h),
+//     a memory cap on the store, and backpressure: a client that pipelines
+//     faster than it reads its replies is stopped reading, not buffered.
+#include <cstdio>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include <keel/core/EventLoop.h>
+#include <keel/core/SignalWatcher.h>
+#include <keel/net/Buffer.h>
+#include <keel/net/Connection.h>
+#include <keel/net/Server.h>
+#include <keel/net/TcpTuning.h>
+
+#include "RespProtocol.h"
+#include "RespStore.h"
+
+namespace {
+
+using keel::resp::RespParser;
+using keel::resp::RespStore;
+
+class Resp final : public keel::Handler {
+ public:
+  explicit Resp(RespStore& store) : store_(store) {}
+  std::string_view name() const noexcept override { return "resp"; }
+
+  void onData(keel::HandlerContext& ctx, keel::Buffer& in) override { serve(ctx, in); }
+
+  // Replies drained below the low watermark: run the commands that were left
+  // waiting in the input buffer (no new read may ever come for them).
+  void onWritable(keel::HandlerContext& ctx) override {
+    serve(ctx, ctx.connection().input());
+    ctx.connection().resumeReading();  // lifts the pause on a full input buffer, if any
+    ctx.fireWritable();
+  }
+
+ private:
+  static constexpr std::size_t kFlushAt = 64 << 10;  // hand replies over in pieces this big
+
+  void serve(keel::HandlerContext& ctx, keel::Buffer& in) {
+    keel::Connection& conn = ctx.connection();
+    while (!closing_) {
+      const RespParser::Status status = parser_.parse(in.view());
+      if (status == RespParser::Status::Incomplete) break;
+      if (status == RespParser::Status::Error) {
+        keel::resp::appendError(out_, "ERR Protocol error: ", parser_.error());
+        closing_ = true;
+        reason_ = keel::CloseReason::ProtocolError;
+        break;
+      }
+      // args() are views into `in`: run the command before consuming it.
+      if (!parser_.args().empty() && store_.execute(parser_.args(), out_) == RespStore::After::Close) {
+        closing_ = true;
+      }
+      in.retrieve(parser_.consumed());
+      if (out_.size() >= kFlushAt) {
+        flush(ctx);
+        // Backpressure: the client is not reading its replies. Stop here;
+        // the rest waits in the input buffer until onWritable.
+        if (conn.outputBytes() >= conn.options().highWatermark) break;
+      }
+    }
+    flush(ctx);
+    if (closing_ && !closeSent_) {
+      closeSent_ = true;
+      in.retrieveAll();
+      ctx.close(reason_);  // after the replies above are flushed
+    }
+  }
+
+  void flush(keel::HandlerContext& ctx) {
+    if (out_.empty()) return;
+    ctx.write(out_);  // in the latency profile it leaves with the loop's end-of-iteration sendmsg
+    out_.clear();
+    if (out_.capacity() > 4 * kFlushAt) std::string().swap(out_);  // a huge reply does not stay resident
+  }
+
+  RespStore& store_;
+  RespParser parser_;
+  std::string out_;  // replies of the current read, written at once
+  bool closing_ = false;
+  bool closeSent_ = false;
+  keel::CloseReason reason_ = keel::CloseReason::LocalClose;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"keel-resp: a small in-memory Redis-protocol server"};
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 6380;
+  std::size_t threads = 0;
+  std::string tcp = "latency";
+  RespStore::Options storeOptions;
+  app.add_option("--host", host, "address to bind (numeric IPv4)");
+  app.add_option("--port", port, "TCP port (0 picks a free one)");
+  app.add_option("--threads", threads, "I/O threads (0: everything on the main loop; >0 locks the store)");
+  app.add_option("--tcp", tcp, "TCP tuning profile")
+      ->check(CLI::IsMember({"latency", "kernel", "throughput"}));
+  app.add_option("--max-memory", storeOptions.maxMemoryBytes, "cap on keys+values held (bytes)");
+  CLI11_PARSE(app, argc, argv);
+
+  const keel::TcpProfile profile = tcp == "kernel"       ? keel::TcpProfile::Kernel
+                                   : tcp == "throughput" ? keel::TcpProfile::Throughput
+                                                         : keel::TcpProfile::Latency;
+  // One keyspace for every loop: with I/O threads the store locks per command.
+  storeOptions.shared = threads > 0;
+  RespStore store(storeOptions);
+
+  keel::EventLoop loop;
+  bool stopping = false;
+  keel::Server* serverPtr = nullptr;
+  keel::SignalWatcher signals(loop, {SIGINT, SIGTERM}, [&](int) {
+    if (stopping || serverPtr == nullptr) return loop.quit();
+    stopping = true;
+    serverPtr->stop([&loop] { loop.quit(); });
+  });
+
+  auto addr = keel::SocketAddress::ipv4(host, port);
+  if (!addr) {
+    std::fprintf(stderr, "keel-resp: bad address %s\n", host.c_str());
+    return 2;
+  }
+  keel::ServerOptions options;
+  options.ioThreads = threads;
+  // A client that pipelines without reading its replies is paused, not buffered.
+  options.connection.pauseReadingAtHighWatermark = true;
+  // A protocol error is answered with -ERR and then closed, like Redis: a
+  // plain close, not keel's default reset, which could destroy that reply
+  // before the client reads it.
+  options.connection.resetOnReasons &= ~keel::reasonBit(keel::CloseReason::ProtocolError);
+  static_assert(keel::resp::RespLimits{}.maxCommandBytes < keel::ConnectionOptions{}.maxInputBytes,
+                "a partial command must fit in the connection's input buffer");
+
+  keel::Server server(loop, *addr, options);
+  serverPtr = &server;
+  server.setPipelineInit([&store, profile](keel::Connection& conn) {
+    conn.pipeline().emplaceLast<keel::TcpTuning>(profile);  // first: nearest the socket
+    conn.pipeline().emplaceLast<Resp>(store);
+  });
+  if (auto ec = server.start()) {
+    std::fprintf(stderr, "keel-resp: %s: %s\n", addr->toString().c_str(), ec.message().c_str());
+    return 1;
+  }
+  std::printf("keel-resp listening on %s\n", server.listenAddress().toString().c_str());
+  std::fflush(stdout);
+  loop.loop();
+  return 0;
+}
