@@ -119,10 +119,14 @@ def section_latency(cfg, bindir):
     ]
     sizes = cfg["lat_sizes"]
     rounds = cfg["lat_rounds"]
-    raw = {(s.name, z): [] for s in servers for z in sizes}
-    errors = {(s.name, z): [] for s in servers for z in sizes}
+    # keel on both ends: keel-pingpong-keel (same CLI and JSON as
+    # keel-pingpong, on keel's loop and Client) against the keel-echo server.
+    kclient = bindir / "keel-pingpong-keel"
+    KCLIENT = "keel-client/keel-echo"
+    raw = {(n, z): [] for n in [s.name for s in servers] + [KCLIENT] for z in sizes}
+    errors = {(n, z): [] for n in [s.name for s in servers] + [KCLIENT] for z in sizes}
     say(
-        f"  {rounds} round(s) x {len(sizes)} sizes x {len(servers)} servers; "
+        f"  {rounds} round(s) x {len(sizes)} sizes x {len(servers)} servers (+ keel's own client against keel-echo); "
         f"{cfg['lat_count']} round trips (+{cfg['lat_warmup']} warm-up) per run"
     )
     if not client.is_file():
@@ -131,51 +135,63 @@ def section_latency(cfg, bindir):
 
     with ServerSet(servers) as ss:
         live = ss.running()
-        total = rounds * len(sizes) * len(live)
+        # (key, server, client binary): every server with keel-pingpong, plus keel-echo with keel's client.
+        pairs = [(s.name, s, client) for s in live]
+        kecho = next((s for s in live if s.name == "keel-echo"), None)
+        if kecho is not None and kclient.is_file():
+            pairs.append((KCLIENT, kecho, kclient))
+        total = rounds * len(sizes) * len(pairs)
         done = 0
         for r in range(rounds):
             for size in sizes:
                 parts = []
-                for s in rotated(live, r):
+                for key, s, cbin in rotated(pairs, r):
                     if not s.alive():
                         s.mark_dead()
-                        parts.append(f"{s.name} dead")
+                        parts.append(f"{key} dead")
                         done += 1
                         continue
-                    cmd = [str(client), "--port", str(s.port), "--size", str(size), "--count", str(cfg["lat_count"]),
+                    cmd = [str(cbin), "--port", str(s.port), "--size", str(size), "--count", str(cfg["lat_count"]),
                            "--warmup", str(cfg["lat_warmup"]), "--nodelay", "1", "--mode", "echo", "--json"]
                     res, err = run_json(cmd, timeout=120)
                     done += 1
                     if res:
-                        raw[(s.name, size)].append(res)
-                        parts.append(f"{s.name} {fmt_us(res['p50_us'])}")
+                        raw[(key, size)].append(res)
+                        parts.append(f"{key} {fmt_us(res['p50_us'])}")
                     else:
-                        errors[(s.name, size)].append(err)
-                        parts.append(f"{s.name} ERROR")
+                        errors[(key, size)].append(err)
+                        parts.append(f"{key} ERROR")
                         if not s.alive():
                             s.mark_dead()
                 progress(done, total, f"round {r + 1}/{rounds} {size:>4} B  p50 us: " + " | ".join(parts))
         server_desc = {s.name: s.describe() for s in servers}
 
+    kecho_srv = next(s for s in servers if s.name == "keel-echo")
+    entries = [(s.name, s.label, s, None) for s in servers]
+    entries.append((KCLIENT, "keel client -> keel-echo", kecho_srv,
+                    None if kclient.is_file() else "client not built (keel-pingpong-keel)"))
     rows = []
     for size in sizes:
         floor_rounds = raw[(FLOOR, size)]
         floor_p50, floor_p99 = median_of(floor_rounds, "p50_us"), median_of(floor_rounds, "p99_us")
-        for s in servers:
-            rr = raw[(s.name, size)]
-            row = {"server": s.name, "label": s.label, "size": size, "rounds": rr}
+        for key, label, s, missing in entries:
+            rr = raw[(key, size)]
+            row = {"server": key, "label": label, "size": size, "rounds": rr}
+            if key == KCLIENT:
+                row["client"] = "keel-pingpong-keel"
             if rr:
                 row["status"] = "ok"
                 for k in PERCENTILES + ["mean_us"]:
                     row[k] = median_of(rr, k)
                 row["ratio_to_floor"] = {"p50": ratio(row["p50_us"], floor_p50), "p99": ratio(row["p99_us"], floor_p99)}
             else:
-                row["status"] = s.status if s.status != "ok" else "failed"
-            if errors[(s.name, size)]:
-                row["errors"] = errors[(s.name, size)]
+                row["status"] = missing or (s.status if s.status != "ok" else "failed")
+            if errors[(key, size)]:
+                row["errors"] = errors[(key, size)]
             rows.append(row)
 
-    say(f"\n  latency in us (medians over {rounds} round(s)); x floor = server / floor-echo, lower is better")
+    say(f"\n  latency in us (medians over {rounds} round(s)); x floor = server / floor-echo, lower is better;"
+        " every row uses keel-pingpong (blocking client) except 'keel client', which is keel on both ends")
     trows = []
     for size in sizes:
         for row in (x for x in rows if x["size"] == size):
@@ -184,7 +200,6 @@ def section_latency(cfg, bindir):
                              + [fmt_ratio(row["ratio_to_floor"]["p50"]), fmt_ratio(row["ratio_to_floor"]["p99"])])
             else:
                 trows.append([size, row["label"], row["status"]])
-    trows.append(["-", "keel client -> keel-echo", "TODO: needs keel client mode in keel-pingpong"])
     say(table(["size", "server", "p50", "p90", "p99", "p99.9", "max", "p50 x floor", "p99 x floor"], trows,
               "rlrrrrrrr"))
     return {
@@ -196,8 +211,8 @@ def section_latency(cfg, bindir):
         "warmup": cfg["lat_warmup"],
         "floor": FLOOR,
         "servers": server_desc,
+        "keel_client": "keel-pingpong-keel --nodelay 1 --mode echo (row server keel-client/keel-echo)",
         "rows": rows,
-        "todo": [{"row": "keel client -> keel-echo", "status": "TODO: needs keel client mode in keel-pingpong"}],
     }
 
 
