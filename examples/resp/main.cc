@@ -14,9 +14,8 @@
 //   - TcpTuning's latency profile (the default): a client that keeps Nagle
 //     on and writes a command in two pieces waits ~40 ms per command on a
 //     server that delays its ACKs, and not on this one;
-//   - bounded everything: per-command caps in the parser (RespProtocol.h),
-//     a memory cap on the store, and backpressure: a client that pipelines
-//     faster than it reads its replies is stopped reading, not buffered.
+//   - bounded everything: caps in the parser (RespProtocol.h) and the store,
+//     and a client that pipelines without reading its replies is paused.
 #include <cstdio>
 #include <string>
 
@@ -44,11 +43,17 @@ class Resp final : public keel::Handler {
 
   void onData(keel::HandlerContext& ctx, keel::Buffer& in) override { serve(ctx, in); }
 
-  // Replies drained below the low watermark: run the commands that were left
-  // waiting in the input buffer (no new read may ever come for them).
+  // Replies drained: run the commands left waiting in the input buffer (no
+  // new read may ever come for them). This runs inside the connection's
+  // end-of-iteration flush, so the work is queued for the next iteration.
   void onWritable(keel::HandlerContext& ctx) override {
-    serve(ctx, ctx.connection().input());
-    ctx.connection().resumeReading();  // lifts the pause on a full input buffer, if any
+    ctx.loop().queueInLoop([weak = ctx.connection().weak_from_this()] {
+      const auto conn = weak.lock();
+      keel::HandlerContext* self = conn && !conn->closed() ? conn->pipeline().findContext<Resp>() : nullptr;
+      if (self == nullptr) return;
+      static_cast<Resp&>(self->handler()).serve(*self, conn->input());
+      conn->resumeReading();  // lifts the pause on a full input buffer, if any
+    });
     ctx.fireWritable();
   }
 
@@ -79,8 +84,7 @@ class Resp final : public keel::Handler {
       }
     }
     flush(ctx);
-    if (closing_ && !closeSent_) {
-      closeSent_ = true;
+    if (closing_) {
       in.retrieveAll();
       ctx.close(reason_);  // after the replies above are flushed
     }
@@ -97,7 +101,6 @@ class Resp final : public keel::Handler {
   RespParser parser_;
   std::string out_;  // replies of the current read, written at once
   bool closing_ = false;
-  bool closeSent_ = false;
   keel::CloseReason reason_ = keel::CloseReason::LocalClose;
 };
 
@@ -121,8 +124,7 @@ int main(int argc, char** argv) {
   const keel::TcpProfile profile = tcp == "kernel"       ? keel::TcpProfile::Kernel
                                    : tcp == "throughput" ? keel::TcpProfile::Throughput
                                                          : keel::TcpProfile::Latency;
-  // One keyspace for every loop: with I/O threads the store locks per command.
-  storeOptions.shared = threads > 0;
+  storeOptions.shared = threads > 0;  // one keyspace for all loops: locked per command
   RespStore store(storeOptions);
 
   keel::EventLoop loop;
