@@ -104,7 +104,7 @@ void Server::onAccepted(Slot& acceptingSlot, Socket socket) {
   }
   // std::function needs a copyable callable, so the descriptor travels as an int.
   const int fd = socket.release().release();
-  target.loop->queueInLoop([this, &target, fd, id, alive = std::weak_ptr<bool>(alive_)] {
+  target.loop->queueInLoop([this, &target, fd, id, alive = aliveWeak_] {
     Socket s{Fd(fd)};
     if (alive.expired()) return;
     startConnection(target, std::move(s), id);
@@ -125,7 +125,7 @@ void Server::onClosed(Slot& slot, const Connection::Ptr& conn) {
   closedBy_[static_cast<std::size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
   // Drop the table's reference after this iteration, never inside the
   // connection's own close path.
-  slot.loop->queueInLoop([this, &slot, conn, alive = std::weak_ptr<bool>(alive_)] {
+  slot.loop->queueInLoop([this, &slot, conn, alive = aliveWeak_] {
     if (alive.expired()) return;
     slot.connections.erase(conn->id());
     if (count_.fetch_sub(1, std::memory_order_relaxed) == 1 && stopping_) {
@@ -143,7 +143,7 @@ void Server::stop(std::function<void()> done) {
   stopDone_ = std::move(done);
   if (acceptor_) acceptor_->close();  // closed, not destroyed: stats() still reads it
   for (auto& s : slots_) {
-    s->loop->runInLoop([&slot = *s, alive = std::weak_ptr<bool>(alive_)] {
+    s->loop->runInLoop([&slot = *s, alive = aliveWeak_] {
       if (alive.expired()) return;
       if (slot.acceptor) slot.acceptor->close();
       for (auto& [id, conn] : slot.connections) conn->shutdown();
@@ -154,7 +154,7 @@ void Server::stop(std::function<void()> done) {
     if (count_.load() != 0)
       KEEL_INFO("server: {} connection(s) still open after the stop timeout; aborting", count_.load());
     for (auto& s : slots_) {
-      s->loop->runInLoop([&slot = *s, alive = std::weak_ptr<bool>(alive_)] {
+      s->loop->runInLoop([&slot = *s, alive = aliveWeak_] {
         if (alive.expired()) return;
         for (auto& [id, conn] : slot.connections) conn->abort(CloseReason::Shutdown);
       });
@@ -176,7 +176,7 @@ void Server::finishStopIfDone() {
 
 void Server::forEachConnection(std::function<void(const Connection::Ptr&)> f) {
   for (auto& s : slots_) {
-    s->loop->runInLoop([&slot = *s, f, alive = std::weak_ptr<bool>(alive_)] {
+    s->loop->runInLoop([&slot = *s, f, alive = aliveWeak_] {
       if (alive.expired()) return;
       for (auto& [id, conn] : slot.connections) f(conn);
     });

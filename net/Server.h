@@ -115,6 +115,10 @@ class Server {
   std::function<void()> stopDone_;
   TimerId stopTimer_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  // What tasks capture. I/O loops copy it while the destructor resets alive_
+  // on the owner's loop; copying this never-modified weak_ptr (instead of
+  // reading the shared_ptr object being reset) is what keeps that race-free.
+  const std::weak_ptr<bool> aliveWeak_{alive_};
 };
 
 }  // namespace keel
