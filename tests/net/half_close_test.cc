@@ -116,6 +116,13 @@ struct Fixture {
           c.pipeline().emplaceLast<App>(&seen, replyOnConnect, answerAfterFin);
         });
   }
+  // True once the server has the connection; seen.conn is written on the
+  // loop thread, so it is read there too.
+  bool connected() {
+    bool yes = false;
+    srv->runAndWait([&] { yes = !seen.conn.expired(); });
+    return yes;
+  }
   // Runs f(conn, halfClose) on the loop while the connection is alive.
   template <class F>
   void onLoop(F f) {
@@ -190,7 +197,7 @@ TEST(HalfClose, StayOpenWithAnAppThatNeverClosesIsClosedAfterTheLingerAsPeerClos
 TEST(HalfClose, PolicyAndTheTailOptionSwitchAtRunTime) {
   Fixture fx(HalfClosePolicy::FinishWrites, 0);
   BlockingClient client(fx.srv->address());
-  ASSERT_TRUE(test::eventually([&] { return !fx.seen.conn.expired(); }));
+  ASSERT_TRUE(test::eventually([&] { return fx.connected(); }));
   bool option = true;
   fx.onLoop([&](Connection& c, HalfClose& h) {
     EXPECT_TRUE(c.options().closeOnPeerFin);
@@ -245,7 +252,7 @@ TEST(HalfClose, SwitchingToCloseNowAfterTheFinDropsTheQueueAtOnce) {
 TEST(HalfClose, RemovingTheHandlerRestoresTheTailOption) {
   Fixture fx(HalfClosePolicy::StayOpen, 0);
   BlockingClient client(fx.srv->address());
-  ASSERT_TRUE(test::eventually([&] { return !fx.seen.conn.expired(); }));
+  ASSERT_TRUE(test::eventually([&] { return fx.connected(); }));
   bool during = true;
   bool after = false;
   fx.srv->runAndWait([&] {

@@ -71,7 +71,12 @@ struct Fixture {
   // Runs f(conn, tuning) on the loop once the connection exists.
   template <class F>
   void onLoop(F f) {
-    ASSERT_TRUE(test::eventually([&] { return !conn.expired(); }));
+    // conn is written on the loop thread, so it is read there too.
+    ASSERT_TRUE(test::eventually([&] {
+      bool yes = false;
+      srv->runAndWait([&] { yes = !conn.expired(); });
+      return yes;
+    }));
     srv->runAndWait([&] {
       if (auto c = conn.lock()) f(*c, *c->pipeline().find<TcpTuning>());
     });
