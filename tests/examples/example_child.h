@@ -143,17 +143,21 @@ class Child {
     int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
     if (opt.stdinFile.empty() && ::pipe2(in, O_CLOEXEC) != 0) return;
     if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) return;
+    // Everything the child needs is prepared before fork(): between fork and
+    // exec only async-signal-safe calls (another thread may hold malloc's lock).
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    const char* stdinPath = opt.stdinFile.empty() ? nullptr : opt.stdinFile.c_str();
     const pid_t pid = ::fork();
     if (pid == 0) {
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a crashed test
-      const int i = opt.stdinFile.empty() ? in[0] : ::open(opt.stdinFile.c_str(), O_RDONLY);
+      const int i = stdinPath == nullptr ? in[0] : ::open(stdinPath, O_RDONLY);
       const int o = opt.stdoutToNull ? ::open("/dev/null", O_WRONLY) : out[1];
       if (i < 0 || o < 0 || ::dup2(i, 0) < 0 || ::dup2(o, 1) < 0 || ::dup2(err[1], 2) < 0) ::_exit(126);
-      std::vector<char*> args;
-      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-      args.push_back(nullptr);
       ::execvp(args[0], args.data());
-      std::fprintf(stderr, "exec %s: %s\n", args[0], std::strerror(errno));
+      static constexpr char kMsg[] = "exec failed\n";
+      [[maybe_unused]] const ssize_t w = ::write(2, kMsg, sizeof kMsg - 1);
       ::_exit(127);
     }
     if (in[0] >= 0) ::close(in[0]);

@@ -1,0 +1,244 @@
+// keel-chat with real socat clients as child processes: broadcast to the
+// others, the line cap, the idle kick, and a member that never reads while
+// another floods (the server's RSS stays bounded, the others keep receiving).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <memory>
+#include <regex>
+#include <string>
+#include <thread>
+
+#include <unistd.h>
+
+#include "example_child.h"
+#include "support/TestNet.h"
+
+namespace keel::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+class ChatExample : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!haveTool("socat")) GTEST_SKIP() << "socat not installed (scripts/install-deps.sh)";
+  }
+  void startServer(std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv{binaryPath("keel-chat"), "--port", "0"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    server_ = std::make_unique<Child>(argv);
+    port_ = awaitListening(*server_);
+    ASSERT_NE(port_, 0) << server_->stderrText();
+  }
+  void TearDown() override {
+    if (server_) {
+      EXPECT_EQ(server_->terminate(), 0) << server_->stderrText();
+    }
+  }
+  // A member: socat between the test and the room. Returns it with its name
+  // (from the welcome line "*** you are userN; ...").
+  std::unique_ptr<Child> join(std::string* name, ChildOptions opt = {}) {
+    auto c = std::make_unique<Child>(
+        std::vector<std::string>{"socat", "-t", "1", "-", "TCP:127.0.0.1:" + std::to_string(port_)}, opt);
+    if (!opt.stdoutToNull && name != nullptr) {
+      const auto welcome = c->readLine();
+      std::smatch m;
+      static const std::regex re(R"(\*\*\* you are (user\d+); \d+ other\(s\) here)");
+      if (welcome && std::regex_match(*welcome, m, re)) *name = m[1].str();
+    }
+    return c;
+  }
+  std::unique_ptr<Child> server_;
+  std::uint16_t port_ = 0;
+};
+
+// Resident set of a process, KiB (0 if unreadable).
+long rssKiB(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string key;
+  while (f >> key) {
+    if (key == "VmRSS:") {
+      long v = 0;
+      f >> v;
+      return v;
+    }
+    f.ignore(1 << 12, '\n');
+  }
+  return 0;
+}
+
+TEST_F(ChatExample, LinesGoToTheOtherMembersNotBackToTheSender) {
+  ASSERT_NO_FATAL_FAILURE(startServer());
+  std::string a, b, c;
+  auto ca = join(&a);
+  ASSERT_FALSE(a.empty());
+  auto cb = join(&b);
+  ASSERT_FALSE(b.empty());
+  EXPECT_EQ(ca->readLine(), "*** " + b + " joined");
+  auto cc = join(&c);
+  ASSERT_FALSE(c.empty());
+  EXPECT_EQ(ca->readLine(), "*** " + c + " joined");
+  EXPECT_EQ(cb->readLine(), "*** " + c + " joined");
+
+  ASSERT_TRUE(ca->write("hello from a\n"));
+  EXPECT_EQ(cb->readLine(), a + ": hello from a");
+  EXPECT_EQ(cc->readLine(), a + ": hello from a");
+  // CRLF is accepted; empty lines are not broadcast.
+  ASSERT_TRUE(cb->write("\nfrom b\r\n"));
+  // a's next line is b's message: its own line never came back to it.
+  EXPECT_EQ(ca->readLine(), b + ": from b");
+  EXPECT_EQ(cc->readLine(), b + ": from b");
+
+  // A member leaving is announced to the rest.
+  cc->closeStdin();
+  EXPECT_EQ(cc->wait(), 0);
+  EXPECT_EQ(ca->readLine(), "*** " + c + " left (peer-closed)");
+  EXPECT_EQ(cb->readLine(), "*** " + c + " left (peer-closed)");
+}
+
+TEST_F(ChatExample, TooLongLineGetsAnErrorAndACloseOthersUnaffected) {
+  ASSERT_NO_FATAL_FAILURE(startServer({"--max-line", "4096"}));
+  std::string a, b;
+  auto ca = join(&a);
+  auto cb = join(&b);
+  ASSERT_FALSE(b.empty());
+  EXPECT_EQ(ca->readLine(), "*** " + b + " joined");
+  ASSERT_TRUE(cb->write(std::string(4096, 'y') + "\n"));  // exactly the cap: fine
+  EXPECT_EQ(ca->readLine(), b + ": " + std::string(4096, 'y'));
+  ASSERT_TRUE(cb->write(std::string(5000, 'x') + "\n"));
+  EXPECT_EQ(cb->readLine(), "*** error: line longer than 4096 bytes; bye");
+  EXPECT_EQ(cb->wait(), 0) << "socat ends once the server closed";
+  EXPECT_EQ(ca->readLine(), "*** " + b + " left (protocol-error)");
+  // The room goes on.
+  std::string c;
+  auto cc = join(&c);
+  EXPECT_EQ(ca->readLine(), "*** " + c + " joined");
+  ASSERT_TRUE(cc->write("still chatting\n"));
+  EXPECT_EQ(ca->readLine(), c + ": still chatting");
+}
+
+TEST_F(ChatExample, IdleMemberIsKickedActiveOneStays) {
+  ASSERT_NO_FATAL_FAILURE(startServer({"--idle-timeout-ms", "300"}));
+  std::string idle, active;
+  auto ci = join(&idle);
+  auto ca = join(&active);
+  ASSERT_FALSE(active.empty());
+  EXPECT_EQ(ci->readLine(), "*** " + active + " joined");
+  // The active member speaks every 100 ms for 1.5 s (five idle periods).
+  std::atomic<bool> done{false};
+  std::thread talker([&] {
+    for (int i = 0; i < 15; ++i) {
+      ca->write("tick " + std::to_string(i) + "\n");
+      std::this_thread::sleep_for(100ms);
+    }
+    done = true;
+  });
+  // The idle member reads the ticks, then is told why it goes, then socat exits.
+  std::string last;
+  while (auto l = ci->readLine(10s)) last = *l;
+  talker.join();
+  EXPECT_TRUE(std::regex_match(last, std::regex(R"(\*\*\* idle for \d+ ms; bye)"))) << last;
+  EXPECT_EQ(ci->wait(), 0);
+  // The active member saw it leave and is still in the room.
+  bool sawLeave = false;
+  while (auto l = ca->readLine(3s)) {
+    if (*l == "*** " + idle + " left (idle-timeout)") {
+      sawLeave = true;
+      break;
+    }
+  }
+  EXPECT_TRUE(sawLeave);
+  std::string other;
+  auto co = join(&other);
+  EXPECT_EQ(ca->readLine(), "*** " + other + " joined");
+}
+
+TEST_F(ChatExample, MemberThatNeverReadsDoesNotGrowServerMemory) {
+  ASSERT_NO_FATAL_FAILURE(startServer({"--idle-timeout-ms", "0"}));
+  // 40 MiB of 1 KiB lines from one member. Without the watermark cap the
+  // server would queue nearly all of it for the member that never reads.
+  const std::string flood = "/tmp/keel-chat-flood-" + std::to_string(::getpid());
+  constexpr int kLines = 40 * 1024;
+  {
+    std::ofstream f(flood);
+    const std::string body(1000, 'f');
+    for (int i = 0; i < kLines; ++i) f << "flood " << i << ' ' << body << '\n';
+  }
+  std::string slow, reader, flooder, late;
+  // The slow member: its socat stops reading the socket once the pipe to us
+  // (which we never read) is full.
+  auto cs = join(&slow);
+  ASSERT_FALSE(slow.empty());
+  auto cr = join(&reader);
+  ASSERT_FALSE(reader.empty());
+  const long before = rssKiB(server_->pid());
+  ASSERT_GT(before, 0);
+
+  std::atomic<long> peak{before};
+  std::atomic<bool> stop{false};
+  std::thread sampler([&] {
+    while (!stop) {
+      peak = std::max(peak.load(), rssKiB(server_->pid()));
+      std::this_thread::sleep_for(20ms);
+    }
+  });
+  // The reader drains everything, counting flood lines, until the marker.
+  std::atomic<int> floodSeen{0};
+  std::atomic<bool> markerSeen{false};
+  std::atomic<int> missedNotices{0};
+  std::thread drain([&] {
+    while (auto l = cr->readLine(60s)) {
+      if (l->find(": flood ") != std::string::npos) ++floodSeen;
+      if (l->rfind("*** you missed ", 0) == 0) ++missedNotices;
+      if (l->find(": marker after the flood") != std::string::npos) {
+        markerSeen = true;
+        return;
+      }
+    }
+  });
+  ChildOptions fromFile;
+  fromFile.stdinFile = flood;
+  fromFile.stdoutToNull = true;
+  auto cf = join(nullptr, fromFile);
+  EXPECT_EQ(cf->wait(120s), 0) << "the flooder's socat sends the file, then ends";
+
+  // After the flood a new member speaks. A message that reaches the reader
+  // while its queue is still above the watermark is dropped like the flood
+  // lines, so the marker is repeated until the reader has caught up.
+  auto cl = join(&late);
+  const auto giveUp = std::chrono::steady_clock::now() + 60s;
+  while (!markerSeen && std::chrono::steady_clock::now() < giveUp) {
+    if (!cl->write("marker after the flood\n")) break;
+    std::this_thread::sleep_for(200ms);
+  }
+  drain.join();
+  stop = true;
+  sampler.join();
+  ::unlink(flood.c_str());
+
+  EXPECT_TRUE(markerSeen) << "the reading member stopped receiving";
+  EXPECT_GT(floodSeen.load(), 0);
+  if (floodSeen < kLines) {
+    EXPECT_GT(missedNotices.load(), 0) << "a member that missed lines is told so";
+  }
+  const long grewKiB = peak.load() - before;
+  std::printf("server RSS %ld KiB before, peak %ld KiB; reader got %d of %d flood lines\n", before,
+              peak.load(), floodSeen.load(), kLines);
+  // The bound: one capped queue per member (256 KiB) plus buffers, far
+  // below the ~35 MiB the slow member's share of the flood would take.
+  EXPECT_LT(grewKiB, 16 * 1024) << "server RSS grew by " << grewKiB << " KiB";
+  EXPECT_FALSE(cs->wait(0ms).has_value()) << "the slow member is still there (its socat still runs)";
+  // The cap was really hit: the server reports what it dropped when it stops.
+  EXPECT_EQ(server_->terminate(), 0);
+  const std::string err = server_->stderrText();
+  server_.reset();
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(err, m, std::regex(R"(keel-chat: (\d+) message\(s\) dropped)"))) << err;
+  EXPECT_GT(std::stol(m[1].str()), 0) << err;
+}
+
+}  // namespace
+}  // namespace keel::test
