@@ -177,6 +177,8 @@ ParseResult HttpParser::parse(std::span<const char> input, HttpRequest& out) {
       if (int code = checkRequestLine(seen.substr(0, eol), m, t, minor, why)) return fail(code, why);
     } else if (seen.find('\n') != std::string_view::npos) {
       return fail(400, "line not ended by CRLF");
+    } else if (!std::all_of(seen.begin(), std::find(seen.begin(), seen.end(), ' '), isTokenChar)) {
+      return fail(400, "bad method");  // binary garbage (a TLS hello, say): no need to wait for a line
     }
     if (in.size() >= limits_.maxHeadBytes) return fail(431, "request head too large");
     scanned_ = window;
