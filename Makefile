@@ -1,14 +1,16 @@
 # The two commands that do everything on a fresh Debian 12 machine:
 #   make bench   install deps, build release, run the bench suite
 #   make test    install deps, build debug, run every test through ctest
-# Other targets: build, asan, tsan, format, tidy, install, clean.
+# Other targets: build, asan, tsan, fuzz, leakcheck, format, tidy, install, clean.
+#   make fuzz [FUZZ_SECONDS=20]   libFuzzer targets (preset fuzz), each run FUZZ_SECONDS
+#   make leakcheck                the examples under valgrind (debug build)
 
 JOBS   ?= $(shell nproc)
 PRESET ?= debug
 QUICK  ?=
 export QUICK
 
-.PHONY: all deps build test bench asan tsan format tidy install clean
+.PHONY: all deps build test bench asan tsan fuzz leakcheck format tidy install clean
 
 all: build
 
@@ -34,6 +36,15 @@ asan:
 
 tsan:
 	$(MAKE) test PRESET=tsan
+
+FUZZ_SECONDS ?= 20
+fuzz: deps
+	JOBS=$(JOBS) bash scripts/fuzz.sh $(FUZZ_SECONDS)
+
+leakcheck: deps
+	cmake --preset debug >/dev/null
+	cmake --build --preset debug -j $(JOBS)
+	bash scripts/leakcheck.sh build/debug
 
 format:
 	git ls-files '*.h' '*.cc' | xargs clang-format -i
