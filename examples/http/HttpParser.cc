@@ -177,8 +177,12 @@ ParseResult HttpParser::parse(std::span<const char> input, HttpRequest& out) {
       if (int code = checkRequestLine(seen.substr(0, eol), m, t, minor, why)) return fail(code, why);
     } else if (seen.find('\n') != std::string_view::npos) {
       return fail(400, "line not ended by CRLF");
-    } else if (!std::all_of(seen.begin(), std::find(seen.begin(), seen.end(), ' '), isTokenChar)) {
-      return fail(400, "bad method");  // binary garbage (a TLS hello, say): no need to wait for a line
+    } else {
+      // Binary garbage (a TLS hello, say) is refused without waiting for a
+      // line. A last '\r' may be the start of a CRLF: judged next time.
+      std::string_view method = seen.substr(0, seen.find(' '));
+      if (!method.empty() && method.back() == '\r' && method.size() == seen.size()) method.remove_suffix(1);
+      if (!std::all_of(method.begin(), method.end(), isTokenChar)) return fail(400, "bad method");
     }
     if (in.size() >= limits_.maxHeadBytes) return fail(431, "request head too large");
     scanned_ = window;
