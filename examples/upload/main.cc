@@ -20,6 +20,7 @@
 //
 // Client exit status: 0 the server's answer matches the client's own count
 // and hash, 1 a file or connection error, 3 the answers differ.
+#include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <string>
@@ -28,6 +29,7 @@
 
 #include <keel/core/EventLoop.h>
 #include <keel/core/SignalWatcher.h>
+#include <keel/heartbeat/IdleReaper.h>
 #include <keel/net/Buffer.h>
 #include <keel/net/Client.h>
 #include <keel/net/HalfClose.h>
@@ -128,6 +130,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::string host = "127.0.0.1", path;
   std::uint16_t port = 7004;
+  std::int64_t idleMs = 30'000;
   CLI::App* server = app.add_subcommand("server", "digest uploads, answer after the client's FIN");
   CLI::App* client = app.add_subcommand("client", "upload a file and check the answer");
   for (CLI::App* sub : {server, client}) {
@@ -135,6 +138,8 @@ int main(int argc, char** argv) {
     sub->add_option("--port", port, "TCP port (server: 0 picks a free one)");
   }
   client->add_option("--file", path, "file to send")->required()->check(CLI::ExistingFile);
+  server->add_option("--idle-timeout-ms", idleMs, "close an upload that sends nothing this long; 0: never")
+      ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
 
   const auto addr = keel::SocketAddress::ipv4(host, port);
@@ -151,8 +156,13 @@ int main(int argc, char** argv) {
 
   if (server->parsed()) {
     keel::Server srv(loop, *addr);
-    srv.setPipelineInit([](keel::Connection& c) {
+    // A client that stalls mid-upload would hold its descriptor forever:
+    // the IdleReaper closes it after --idle-timeout-ms without a byte.
+    keel::IdleLimits idle;
+    idle.reader = std::chrono::milliseconds(idleMs);
+    srv.setPipelineInit([idle](keel::Connection& c) {
       c.pipeline().emplaceLast<keel::HalfClose>(keel::HalfClosePolicy::StayOpen);
+      if (idle.any()) c.pipeline().emplaceLast<keel::IdleReaper>(idle, keel::IdleAction::Close);
       c.pipeline().emplaceLast<Receiver>();
     });
     if (auto ec = srv.start()) {

@@ -99,6 +99,29 @@ TEST_F(ChatExample, LinesGoToTheOtherMembersNotBackToTheSender) {
   EXPECT_EQ(cb->readLine(), "*** " + c + " left (peer-closed)");
 }
 
+TEST_F(ChatExample, LinesSplitAcrossWritesAndCrlfAtTheCap) {
+  ASSERT_NO_FATAL_FAILURE(startServer({"--max-line", "100"}));
+  std::string a, b;
+  auto ca = join(&a);
+  auto cb = join(&b);
+  ASSERT_FALSE(b.empty());
+  EXPECT_EQ(ca->readLine(), "*** " + b + " joined");
+  // One line in three pieces: nothing is broadcast until its newline.
+  ASSERT_TRUE(cb->write("hel"));
+  std::this_thread::sleep_for(100ms);
+  ASSERT_TRUE(cb->write("lo wor"));
+  std::this_thread::sleep_for(100ms);
+  ASSERT_TRUE(cb->write("ld\nsecond\n"));
+  EXPECT_EQ(ca->readLine(), b + ": hello world");
+  EXPECT_EQ(ca->readLine(), b + ": second");
+  // 100 bytes of content plus CRLF is within the cap; 101 is not.
+  ASSERT_TRUE(cb->write(std::string(100, 'z') + "\r\n"));
+  EXPECT_EQ(ca->readLine(), b + ": " + std::string(100, 'z'));
+  ASSERT_TRUE(cb->write(std::string(101, 'z') + "\r\n"));
+  EXPECT_EQ(cb->readLine(), "*** error: line longer than 100 bytes; bye");
+  EXPECT_EQ(ca->readLine(), "*** " + b + " left (protocol-error)");
+}
+
 TEST_F(ChatExample, TooLongLineGetsAnErrorAndACloseOthersUnaffected) {
   ASSERT_NO_FATAL_FAILURE(startServer({"--max-line", "4096"}));
   std::string a, b;

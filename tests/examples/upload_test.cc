@@ -122,5 +122,17 @@ TEST_F(UploadExample, ClientErrorsAreClear) {
   EXPECT_NE(refused.stderrText().find("cannot connect"), std::string::npos) << refused.stderrText();
 }
 
+TEST(UploadExampleIdle, StalledUploadIsClosedWithoutAnAnswer) {
+  Child server({binaryPath("keel-upload"), "server", "--port", "0", "--idle-timeout-ms", "300"});
+  const std::uint16_t port = awaitListening(server);
+  ASSERT_NE(port, 0) << server.stderrText();
+  BlockingClient c(SocketAddress::loopback4(port), 5000ms);
+  ASSERT_TRUE(c.sendAll("the first part, then nothing"));
+  bool eof = false;
+  EXPECT_EQ(c.recvUntilEof(&eof), "");
+  EXPECT_TRUE(eof) << "the server closes a stalled upload";
+  EXPECT_EQ(server.terminate(), 0);
+}
+
 }  // namespace
 }  // namespace keel::test
