@@ -19,10 +19,11 @@
 // watermark and resumes on onWritable.
 //
 // Client exit status: 0 the server's answer matches the client's own count
-// and hash, 1 a file or connection error, 3 the answers differ.
+// and hash, 1 a file or connection error (or interrupted), 3 the answers differ.
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -150,7 +151,7 @@ int main(int argc, char** argv) {
   keel::EventLoop loop;
   int exitCode = 1;
   keel::SignalWatcher signals(loop, {SIGINT, SIGTERM}, [&](int) {
-    exitCode = 0;  // the server's normal way out; a client interrupted mid-way also just stops
+    if (server->parsed()) exitCode = 0;  // the server's normal way out; an interrupted upload is a failure
     loop.quit();
   });
 
@@ -175,13 +176,13 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  std::FILE* file = std::fopen(path.c_str(), "rb");
-  if (file == nullptr) {
+  const std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!file) {
     std::perror(("keel-upload: " + path).c_str());
     return 1;
   }
   keel::Client cli(loop, *addr);
-  cli.setPipelineInit([&](keel::Connection& c) { c.pipeline().emplaceLast<Sender>(file, &exitCode); });
+  cli.setPipelineInit([&](keel::Connection& c) { c.pipeline().emplaceLast<Sender>(file.get(), &exitCode); });
   cli.setConnectFailed([&](std::error_code ec) {
     std::fprintf(stderr, "keel-upload: cannot connect to %s: %s\n", addr->toString().c_str(),
                  ec.message().c_str());
@@ -189,6 +190,5 @@ int main(int argc, char** argv) {
   });
   cli.connect();
   loop.loop();
-  std::fclose(file);
   return exitCode;
 }
