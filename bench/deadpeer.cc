@@ -21,6 +21,11 @@
 //
 // Mirrors tests/heartbeat/heartbeat_test.cc (Detection.*), which asserts
 // the same outcomes; this binary only measures.
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -45,6 +50,7 @@ using std::chrono::milliseconds;
 struct Outcome {
   bool connected = false;
   bool closed = false;
+  long quietMs = -1;  // at the fault: ms since the last segment from the peer (TCP_INFO), -1 unknown
   keel::TimePoint closedAt{};
   keel::CloseReason reason = keel::CloseReason::LocalClose;
 };
@@ -93,6 +99,14 @@ class Ticker final : public keel::Handler {
   keel::EventLoop* loop_ = nullptr;
   keel::TimerId timer_;
 };
+
+// Milliseconds since the last segment of any kind arrived on fd, or -1.
+long quietMs(int fd) {
+  tcp_info info{};
+  socklen_t len = sizeof info;
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return -1;
+  return static_cast<long>(std::min(info.tcpi_last_data_recv, info.tcpi_last_ack_recv));
+}
 
 int runResponder(const std::string& host, std::uint16_t port) {
   auto addr = keel::SocketAddress::ipv4(host, port);
@@ -190,6 +204,13 @@ int runProber(const ProbeConfig& cfg) {
         }
         return;
       }
+      // Each mechanism counts its silence from the last sign of life, which
+      // came at a different moment for each connection (the heartbeat's last
+      // PONG, keepalive's last probe ACK). Note it, so the figures can be read
+      // from that moment too.
+      for (auto [client, outcome] : {std::pair{&hbClient, &hb}, {&kaClient, &ka}, {&utClient, &ut}}) {
+        if (auto conn = client->connection()) outcome->quietMs = quietMs(conn->socket().fd());
+      }
       const int rc = std::system(cfg.fault.c_str());
       faultAt = keel::Clock::now();
       faulted = true;
@@ -209,10 +230,11 @@ int runProber(const ProbeConfig& cfg) {
   }
 
   auto row = [&](const Outcome& o) {
-    if (!o.closed) return std::string("{\"detected\":false}");
+    if (!o.closed) return "{\"detected\":false,\"quiet_before_ms\":" + std::to_string(o.quietMs) + "}";
     const auto ms = std::chrono::duration<double, std::milli>(o.closedAt - faultAt).count();
     char buf[160];
-    std::snprintf(buf, sizeof buf, "{\"detected\":true,\"ms\":%.1f,\"reason\":\"%s\"}", ms,
+    std::snprintf(buf, sizeof buf,
+                  "{\"detected\":true,\"ms\":%.1f,\"quiet_before_ms\":%ld,\"reason\":\"%s\"}", ms, o.quietMs,
                   std::string(keel::toString(o.reason)).c_str());
     return std::string(buf);
   };

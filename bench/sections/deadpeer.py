@@ -214,7 +214,10 @@ def run(quick, bindir):
                       "computed", "-"])
     else:
         trows.append(["default keepalive", dflt["status"]])
-    say(f"\n  {'QUICK mode: ' if quick else ''}time from the fault to the close; same 4 s budget for each "
-        f"mechanism (detection = close; the heartbeat's close reason is HeartbeatTimeout, the kernel's an error)")
+    say(f"\n  {'QUICK mode: ' if quick else ''}time from the fault to the close (close reason in brackets). Each "
+        "mechanism counts its 4 s from the peer's last sign of life: the fault comes right after a PONG (the "
+        "heartbeat's worst case, so ~4.0 s), while keepalive's 1 s probe cycle is at a random phase (3-4 s, more "
+        "if a probe ACK does not count); TCP_USER_TIMEOUT counts from the first unacknowledged write after the "
+        "fault. quiet_before_ms in the JSON is TCP_INFO's time since the last segment at the fault")
     say(table(["fault"] + [lbl for _, lbl in MECHS], trows, "llll"))
     return res
