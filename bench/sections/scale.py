@@ -273,7 +273,8 @@ def run(quick, bindir):
         st2 = server.ask("stats")
         w2["heartbeat"] = {"keepalive_ms": DEFAULT_HB[0], "interval_ms": DEFAULT_HB[1], "probes": DEFAULT_HB[2],
                            "replaced": (sw or {}).get("replaced")}
-        w2["pings_in_window"] = None if not (st1 and st2) else st2["pings"] - st1["pings"]
+        # The new handlers count from zero: PINGs sent since the switch (none are due for 27-30 s).
+        w2["pings_since_switch"] = None if not st2 else st2["pings"]
         if w1.get("server_us_per_ping") is not None:
             # Steady state with the default heartbeat: one PING per connection
             # per keepalive period (traffic-free connections), at the cost per
