@@ -4,7 +4,7 @@
 // only traffic is the heartbeat's PING/PONG (keel-scale-client answers).
 //
 //   keel-scale-server --port 0 [--keepalive-ms 1000 --interval-ms 1000 --probes 3]
-//                     [--idle-ms 120000] [--max-connections 20000]
+//                     [--idle-ms 120000] [--max-connections 20000] [--handlers all|codec|none]
 //
 // One loop (no I/O threads), so the process's CPU time is the loop's. The
 // bench reads memory and CPU from /proc; this process answers commands on
@@ -97,6 +97,12 @@ int main(int argc, char** argv) {
   app.add_option("--idle-ms", idleMs, "IdleReaper: close after this long with no traffic either way")
       ->capture_default_str();
   app.add_option("--max-connections", maxConnections, "Server cap")->capture_default_str();
+  // For the memory breakdown in docs/performance.md: the same server with
+  // fewer handlers per connection.
+  std::string handlers = "all";
+  app.add_option("--handlers", handlers, "all: codec+heartbeat+reaper; codec: FrameCodec only; none")
+      ->check(CLI::IsMember({"all", "codec", "none"}))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (keepaliveMs < 1 || intervalMs < 1 || probes < 1 || idleMs < 1) {
     std::fprintf(stderr, "keel-scale-server: times and --probes must be positive\n");
@@ -120,7 +126,9 @@ int main(int argc, char** argv) {
   options.maxConnections = maxConnections;
   keel::Server server(loop, *addr, options);
   server.setPipelineInit([&](keel::Connection& c) {
+    if (handlers == "none") return;
     c.pipeline().emplaceLast<keel::FrameCodec>();
+    if (handlers == "codec") return;
     c.pipeline().emplaceLast<keel::Heartbeat>(hbOptions);
     c.pipeline().emplaceLast<keel::IdleReaper>(limits, keel::IdleAction::Close);
   });
