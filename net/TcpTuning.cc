@@ -79,10 +79,21 @@ void TcpTuning::apply(Connection& conn) {
 
 void TcpTuning::rearmQuickAck(Connection& conn) {
   if (!tcp_ || conn.closed()) return;
+  if (quickAckOnlyWhenSilent_ && wroteInDispatch_) {
+    ++quickAcksSkipped_;
+    return;
+  }
   if (check(conn, "setsockopt(TCP_QUICKACK)", conn.socket().setQuickAck(true))) ++quickAcksArmed_;
 }
 
 void TcpTuning::onData(HandlerContext& ctx, Buffer& in) {
+  if (profile_ == TcpProfile::Latency && quickAckOnlyWhenSilent_) {
+    wroteInDispatch_ = false;
+    dispatching_ = true;
+    ctx.fireData(in);
+    dispatching_ = false;
+    return;
+  }
   if (profile_ != TcpProfile::Throughput) {
     ctx.fireData(in);
     return;
@@ -98,6 +109,7 @@ void TcpTuning::write(HandlerContext& ctx, const Slices& data) {
   // before any byte of the answer reaches the kernel (the effect of corking
   // before the dispatch) without a syscall for reads that answer nothing.
   if (dispatching_ && !corked_ && tcp_ && profile_ == TcpProfile::Throughput) cork(ctx.connection());
+  if (dispatching_ && !data.empty()) wroteInDispatch_ = true;
   ctx.write(data);
 }
 
