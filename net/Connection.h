@@ -128,6 +128,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   [[nodiscard]] std::uint64_t id() const noexcept { return id_; }
   [[nodiscard]] ConnectionState state() const noexcept { return state_.load(std::memory_order_acquire); }
   [[nodiscard]] bool closed() const noexcept { return state() == ConnectionState::Closed; }
+  // Whether a write now can still reach the peer. False once a FIN is sent or
+  // waiting for the queue to drain (shutdown(), Server::stop()): the state is
+  // still Open then and input is still read, but writes are dropped. A
+  // handler that answers requests checks this before it counts one answered.
+  [[nodiscard]] bool canWrite() const noexcept {
+    const ConnectionState s = state();
+    return (s == ConnectionState::Open || s == ConnectionState::PeerHalfClosed) && !shutdownPending_;
+  }
   [[nodiscard]] std::optional<CloseReason> closeReason() const noexcept { return closeReason_; }
   [[nodiscard]] const SocketAddress& localAddress() const noexcept { return local_; }
   [[nodiscard]] const SocketAddress& peerAddress() const noexcept { return peer_; }
