@@ -155,7 +155,9 @@ int main(int argc, char** argv) {
   keel::Server server(loop, *addr, options);
   serverPtr = &server;
   server.setPipelineInit([&store, profile](keel::Connection& conn) {
-    conn.pipeline().emplaceLast<keel::TcpTuning>(profile);  // first: nearest the socket
+    // First, nearest the socket. A read that gets an answer has its ACK
+    // carried by that answer: QUICKACK is re-armed only after partial commands.
+    conn.pipeline().emplaceLast<keel::TcpTuning>(profile).setQuickAckOnlyWhenSilent(true);
     conn.pipeline().emplaceLast<Resp>(store);
   });
   if (auto ec = server.start()) {
