@@ -189,22 +189,23 @@ std::size_t trickle(int fd, std::string_view bytes, std::chrono::milliseconds ga
 }
 
 TEST(Slowloris, TrickleDefeatsReaderIdleAlone) {
-  // The weakness, shown: a reader limit of 300 ms never fires for a peer
-  // that sends a byte every 100 ms, though no message ever completes.
+  // The weakness, shown: a reader limit of 600 ms never fires for a peer
+  // that sends a byte every 100 ms (the scaled-down form of 1 byte a second
+  // against a limit of seconds), though its message takes 4 limits.
   ServerThread srv(SocketAddress::loopback4(0), {}, [](Connection& c) {
     c.pipeline().emplaceLast<FrameCodec>();
-    c.pipeline().emplaceLast<IdleReaper>(IdleLimits{.reader = 300ms}, IdleAction::Close);
+    c.pipeline().emplaceLast<IdleReaper>(IdleLimits{.reader = 600ms}, IdleAction::Close);
     c.pipeline().emplaceLast<FrameEcho>();
   });
   BlockingClient loris(srv.address());
   ASSERT_TRUE(loris.connected());
-  const std::string frame = frameOf(std::string(16, 'x'));  // 20 bytes: 2 s at 10 B/s
+  const std::string frame = frameOf(std::string(20, 'x'));  // 24 bytes: 2.4 s at 10 B/s
   bool closed = false;
   const std::size_t sent = trickle(loris.fd(), frame, 100ms, &closed);
   EXPECT_FALSE(closed) << "reader-idle reaped a trickling peer after " << sent << " bytes";
   EXPECT_EQ(srv.server().connectionCount(), 1u);
   EXPECT_EQ(loris.recvExact(frame.size()), frame) << "the completed frame is echoed";
-  std::printf("[measure] slowloris 10 B/s vs reader-idle 300 ms alone: %zu bytes over %zu ms, not reaped\n",
+  std::printf("[measure] slowloris 10 B/s vs reader-idle 600 ms alone: %zu bytes over %zu ms, not reaped\n",
               sent, sent * 100);
 }
 
