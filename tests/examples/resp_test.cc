@@ -30,10 +30,16 @@ std::string command(std::initializer_list<std::string_view> args) {
 
 class RespTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  void SetUp() override { start({}); }
+  void start(const std::vector<std::string>& extra) {
     const std::string bin = binaryPath("keel-resp");
     ASSERT_EQ(::access(bin.c_str(), X_OK), 0) << bin << " not built";
-    server_ = std::make_unique<Child>(std::vector<std::string>{bin, "--port", "0"});
+    std::vector<std::string> argv{bin, "--port", "0"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    if (server_) {
+      EXPECT_EQ(server_->terminate(), 0);
+    }
+    server_ = std::make_unique<Child>(argv);
     port_ = awaitListening(*server_);
     ASSERT_NE(port_, 0) << "keel-resp did not come up: " << server_->stderrText();
     addr_ = *SocketAddress::ipv4("127.0.0.1", port_);
@@ -241,6 +247,29 @@ TEST_F(RespTest, LargeValuesIntactAndBackpressure) {
   for (int i = 0; i < 200; ++i) ASSERT_EQ(c.recvExact(one.size()), one) << "reply " << i;
   ASSERT_TRUE(c.sendAll(command({"PING"})));
   EXPECT_EQ(c.recvExact(7), "+PONG\r\n");
+}
+
+// With I/O threads, connections land on different loops and still see one
+// keyspace (the store locks per command).
+TEST_F(RespTest, ThreadsShareOneKeyspace) {
+  start({"--threads", "2"});
+  std::vector<std::unique_ptr<BlockingClient>> clients;
+  for (int i = 0; i < 6; ++i) {
+    clients.push_back(std::make_unique<BlockingClient>(addr_));
+    ASSERT_TRUE(clients.back()->connected());
+  }
+  int expected = 0;
+  for (int round = 0; round < 3; ++round) {
+    for (auto& c : clients) {
+      ASSERT_TRUE(c->sendAll(command({"INCR", "shared"})));
+      const std::string want = ":" + std::to_string(++expected) + "\r\n";
+      ASSERT_EQ(c->recvExact(want.size()), want);
+    }
+  }
+  for (auto& c : clients) {
+    ASSERT_TRUE(c->sendAll(command({"GET", "shared"})));
+    EXPECT_EQ(c->recvExact(8), bulk("18"));
+  }
 }
 
 TEST_F(RespTest, RedisBenchmarkWithAndWithoutPipelining) {
