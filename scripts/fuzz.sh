@@ -16,8 +16,16 @@ secs=${1:-20}
 shift || true
 root=$PWD
 
-flock /tmp/keel-fuzz.lock cmake --preset fuzz >/dev/null
-flock /tmp/keel-fuzz.lock cmake --build build/fuzz -j "${JOBS:-2}" --target keel_fuzz_all >/dev/null
+buildlog=$(mktemp /tmp/keel-fuzz-build.XXXXXX)
+if ! { flock /tmp/keel-fuzz.lock cmake --preset fuzz && \
+       flock /tmp/keel-fuzz.lock cmake --build build/fuzz -j "${JOBS:-2}" --target keel_fuzz_all; } >"$buildlog" 2>&1; then
+  cat "$buildlog"
+  rm -f "$buildlog"
+  echo "fuzz: build failed"
+  exit 1
+fi
+grep -E '^-- keel fuzz:' "$buildlog" || true
+rm -f "$buildlog"
 
 if [ $# -gt 0 ]; then
   names=("$@")
