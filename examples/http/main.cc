@@ -111,7 +111,7 @@ class HttpHello final : public keel::Handler {
         appendResponse(out, "200 OK", "hello\n", body, req.keepAlive, req.versionMinor, now);
       }
       done_ = !req.keepAlive;
-      if (out.size() >= 64 * 1024) {
+      if (out.size() >= std::size_t{64} * 1024) {
         ctx.write(out);
         out.clear();
       }
