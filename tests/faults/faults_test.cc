@@ -663,7 +663,7 @@ TEST(Faults, GracefulStopUnderLoadEveryProcessedRequestGetsItsWholeReply) {
     while (!c.eof && c.sent - c.replies < kWindow && !stopSending.load(std::memory_order_relaxed)) {
       char req[20];
       FrameCodec::encodeHeader(16, req);
-      const std::uint32_t size = static_cast<std::uint32_t>((c.sent * 2654435761u + id) % (256u << 10));
+      const std::uint32_t size = static_cast<std::uint32_t>((c.sent * 2654435761u + id) % (64u << 10));
       std::memcpy(req + 4, &id, 4);
       std::memcpy(req + 8, &c.sent, 8);
       std::memcpy(req + 16, &size, 4);
@@ -720,7 +720,9 @@ TEST(Faults, GracefulStopUnderLoadEveryProcessedRequestGetsItsWholeReply) {
       }
     }
   });
-  ASSERT_TRUE(eventually([&] { return counters.processed.load() > 5'000; }, 20s));
+  // Load established (an EXPECT, not an ASSERT: the driver thread must be
+  // joined, and the stop below ends it either way).
+  EXPECT_TRUE(eventually([&] { return counters.processed.load() > 1'000; }, 20s));
   std::atomic<bool> stopped{false};
   const std::uint64_t processedAtStop = counters.processed.load();
   srv.runAndWait([&] { srv.server().stop([&] { stopped = true; }); });
@@ -737,7 +739,7 @@ TEST(Faults, GracefulStopUnderLoadEveryProcessedRequestGetsItsWholeReply) {
   EXPECT_EQ(replies, counters.processed.load()) << "processed requests whose replies were lost";
   const ServerStats s = srv.server().stats();
   std::printf(
-      "[measure] Server::stop() under load (%d clients, %d requests in flight each, replies up to 256 KiB, 8 "
+      "[measure] Server::stop() under load (%d clients, %d requests in flight each, replies up to 64 KiB, 8 "
       "KiB send buffers): "
       "requests sent %llu, processed %llu (%llu at the stop call), refused after our FIN %llu, "
       "whole replies received %llu, partial %llu, corrupt %llu; closes: shutdown %llu, peer-closed %llu\n",
