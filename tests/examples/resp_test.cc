@@ -272,6 +272,19 @@ TEST_F(RespTest, ThreadsShareOneKeyspace) {
   }
 }
 
+TEST_F(RespTest, MemoryCapRefusesGrowthNotReads) {
+  start({"--max-memory", "4096"});
+  BlockingClient c(addr_);
+  ASSERT_TRUE(c.connected());
+  const std::string oom = "-OOM command not allowed when used memory > 'maxmemory'.\r\n";
+  const std::string req = command({"SET", "small", "v"}) + command({"SET", "big", std::string(5000, 'x')}) +
+                          command({"GET", "small"}) + command({"EXISTS", "big"}) + command({"DEL", "small"}) +
+                          command({"SET", "fits", std::string(3000, 'y')});
+  const std::string want = "+OK\r\n" + oom + bulk("v") + ":0\r\n:1\r\n+OK\r\n";
+  ASSERT_TRUE(c.sendAll(req));
+  EXPECT_EQ(c.recvExact(want.size()), want);
+}
+
 TEST_F(RespTest, RedisBenchmarkWithAndWithoutPipelining) {
   if (!haveTool("redis-benchmark")) GTEST_SKIP() << "redis-benchmark not installed (scripts/install-deps.sh)";
   for (const char* pipeline : {"1", "16"}) {
