@@ -7,6 +7,7 @@
 
 #include <regex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <unistd.h>
@@ -194,6 +195,34 @@ TEST_F(HttpTest, TwentyPipelinedRequestsAnsweredInOrder) {
     }
   }
   EXPECT_NE(rs.back().head.find("Connection: close"), std::string::npos);
+}
+
+// A client that pipelines far more than it reads (keel-http stops reading
+// such a client at the output high watermark rather than queueing without
+// bound): others are served meanwhile, and once the client reads, every
+// response arrives, in order, nothing dropped.
+TEST_F(HttpTest, LongPipelineNotReadIsAnsweredInOrderAndOthersServed) {
+  constexpr int kRequests = 30000;  // ~4 MB of responses, well past the 1 MiB watermark
+  std::string burst;
+  for (int i = 0; i < kRequests; ++i) {
+    burst += get(i % 2 == 0 ? "/" : "/x", i == kRequests - 1 ? "Connection: close\r\n" : "");
+  }
+  BlockingClient a(addr_, std::chrono::milliseconds(20000));
+  ASSERT_TRUE(a.connected());
+  bool sent = false;
+  std::thread writer([&] { sent = a.sendAll(burst); });
+  expectServing();  // while `a` is stuck, others are answered
+  bool eof = false;
+  const std::string got = a.recvUntilEof(&eof);
+  writer.join();
+  EXPECT_TRUE(sent);
+  EXPECT_TRUE(eof);
+  std::vector<Response> rs;
+  ASSERT_TRUE(splitResponses(got, rs));
+  ASSERT_EQ(rs.size(), static_cast<std::size_t>(kRequests));
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_EQ(rs[static_cast<std::size_t>(i)].status, i % 2 == 0 ? 200 : 404) << "response " << i;
+  }
 }
 
 TEST_F(HttpTest, RequestsSplitAtEveryByteAreAnswered) {
