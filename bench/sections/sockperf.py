@@ -277,3 +277,46 @@ def run(quick, bindir):
                        "sockperf": {"command": "sockperf server -i 127.0.0.1 -p PORT [--tcp]"},
                        "epoll": {"command": "sockperf server -f FEED -F epoll (FEED: T: and U: on one port)"}}
     return data
+
+
+def plot(data, png, workdir):
+    """p50 and p99 per server, one panel per protocol (log scale: tails are
+    orders of magnitude above the medians on a shared VM)."""
+    res = data.get("results") or {}
+    names = [(s, label) for s, label in SERVERS if any("p50_us" in res.get(p, {}).get(s, {}) for p in PROTOS)]
+    if not names:
+        return False
+    dat = workdir / "sockperf.dat"
+    with open(dat, "w") as f:
+        for p in PROTOS:
+            for i, (s, label) in enumerate(names):
+                e = res.get(p, {}).get(s, {})
+                f.write(f'{i} "{label}" {e.get("p50_us", "NaN")} {e.get("p99_us", "NaN")}\n')
+            f.write("\n\n")
+    q = lambda t: "'" + str(t).replace("'", "''") + "'"  # noqa: E731  (gnuplot single-quoted string)
+    script = [
+        "set terminal pngcairo size 960,380 font 'sans,9' noenhanced",
+        f"set output {q(png)}",
+        "set datafile missing 'NaN'",
+        "set style fill solid 0.6 border -1",
+        "set boxwidth 0.35",
+        "set logscale y",
+        "set grid ytics",
+        "set ylabel 'latency, half round trip (us)'",
+        f"set xrange [-0.6:{len(names) - 0.4}]",
+        "set key top left",
+        "set multiplot layout 1,2 title " + q(f"sockperf ping-pong, {data.get('message_bytes')} B: medians over "
+                                            f"{data.get('rounds')} rounds"),
+    ]
+    for bi, p in enumerate(PROTOS):
+        script.append(f"set title {q(p.upper())}")
+        script.append(f"plot {q(dat)} index {bi} using ($1-0.18):3:xtic(2) with boxes title 'p50', "
+                      f"'' index {bi} using ($1+0.18):4 with boxes title 'p99'")
+    script.append("unset multiplot")
+    gp = workdir / "sockperf.gp"
+    gp.write_text("\n".join(script) + "\n")
+    r = subprocess.run(["gnuplot", str(gp)], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        say(f"  sockperf plot: gnuplot failed: {r.stderr.strip()[-300:]}")
+        return False
+    return True
