@@ -11,7 +11,8 @@
 //     from the connection's input buffer; it consumes what it used;
 //   - pipelining: every request one read brought in is answered, in order,
 //     into one reply buffer that leaves with a single send;
-//   - bad input (400/413/431/501/505) gets its status line, then a graceful
+//   - bad input (400/413/431/505, and 501 for chunked request bodies, which
+//     keel-http refuses: see HttpParser.h) gets its status line, then a graceful
 //     shutdown (FIN, then the rest of the peer's bytes are read and dropped
 //     until its FIN), so the peer actually reads the error instead of a reset;
 //   - keel's caps doing the rest: a client that pipelines without reading
