@@ -477,7 +477,14 @@ TEST(NeverRead, ThousandClientsCannotPushQueuesPastTheCaps) {
   EXPECT_GT(q.total, 0u) << "the clients never filled a queue: the test proves nothing";
   EXPECT_EQ(srv.server().connectionCount(), static_cast<std::size_t>(kClients)) << "nobody is dropped";
   const long long rssGrowth = static_cast<long long>(rssEnd) - static_cast<long long>(rssStart);
+#if defined(__SANITIZE_THREAD__)
+  // ThreadSanitizer's shadow and per-allocation metadata multiply RSS, so the
+  // RSS bound says nothing there; the queue bounds above are still checked.
+  std::printf("[note] RSS bound not checked under ThreadSanitizer (shadow memory): grew %lld bytes\n",
+              rssGrowth);
+#else
   EXPECT_LT(rssGrowth, static_cast<long long>(kClients * cap + (64u << 20)));
+#endif
   std::printf(
       "[measure] %d clients never reading, %llu bytes sent: server queues %zu bytes in all "
       "(cap N x %zu = %zu), largest %zu, peak %zu; RSS %zu -> %zu MiB\n",
