@@ -104,12 +104,27 @@ def ex_chat(port):
         recv_until(b, b"hello room\n")
 
 
-def ex_line(port):
-    """Generic: an example whose protocol this script does not know yet is
-    only connected to and sent one line (still exercises accept and close)."""
+def ex_upload(port):
+    data = b"hello upload\n" * 1000
+    h = 14695981039346656037  # FNV-1a 64, as the example documents
+    for byte in data:
+        h = ((h ^ byte) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
     with connect(port) as s:
-        s.sendall(b"hello\n")
-        time.sleep(0.5)
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)  # "that was all"; the answer comes after our FIN
+        answer = recv_until(s, b"\n")
+        assert answer == f"{len(data)} {h:016x}\n".encode(), f"answer {answer!r}"
+
+
+def ex_nagle(port):
+    with connect(port) as s:
+        s.sendall(b"0123456789")  # one 20-byte request in two pieces, as its client does
+        s.sendall(b"abcdefghij")
+        got = b""
+        while len(got) < 20:
+            chunk = s.recv(64)
+            assert chunk, f"EOF after {got!r}"
+            got += chunk
 
 
 EXAMPLES = [  # binary, arguments before --port, exchange
@@ -119,8 +134,8 @@ EXAMPLES = [  # binary, arguments before --port, exchange
     ("keel-resp", [], ex_resp),
     ("keel-http", [], ex_http),
     ("keel-chat", [], ex_chat),
-    ("keel-upload", ["server"], ex_line),
-    ("keel-nagle", ["server"], ex_line),
+    ("keel-upload", ["server"], ex_upload),
+    ("keel-nagle", ["server"], ex_nagle),
 ]
 
 
