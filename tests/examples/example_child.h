@@ -18,7 +18,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <optional>
-#include <regex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -202,18 +201,55 @@ class Child {
   std::string outBuf_, errBuf_;
 };
 
-// Starts an example server and waits for its "listening on HOST:PORT" line;
-// returns the port (0 when it did not come up; the child's stderr says why).
+// Matches all of `text` against `pattern`, in which {n} stands for one or
+// more digits and {f} for digits, '.', digits; everything else is literal.
+// The numbers are captured, in order, into *caps. (Not std::regex: GCC 12
+// warns inside <regex> at -O2, and warnings are errors in CI.)
+inline bool matchFormat(std::string_view text, std::string_view pattern,
+                        std::vector<std::string>* caps = nullptr) {
+  std::vector<std::string> got;
+  std::size_t t = 0;
+  auto digits = [&] {
+    const std::size_t from = t;
+    while (t < text.size() && text[t] >= '0' && text[t] <= '9') ++t;
+    return t > from;
+  };
+  for (std::size_t p = 0; p < pattern.size();) {
+    const std::string_view token = pattern.substr(p, 3);
+    if (token == "{n}" || token == "{f}") {
+      const std::size_t from = t;
+      if (!digits()) return false;
+      if (token == "{f}" && (t >= text.size() || text[t++] != '.' || !digits())) return false;
+      got.emplace_back(text.substr(from, t - from));
+      p += 3;
+    } else if (t < text.size() && text[t] == pattern[p]) {
+      ++t;
+      ++p;
+    } else {
+      return false;
+    }
+  }
+  if (t != text.size()) return false;
+  if (caps != nullptr) *caps = std::move(got);
+  return true;
+}
+
+// Waits for an example server's "listening on HOST:PORT" line; returns the
+// port (0 when it did not come up; the child's stderr says why).
 inline std::uint16_t awaitListening(Child& server, std::string* line = nullptr) {
-  static const std::regex re(R"(listening on (\S+):(\d+))");
+  static constexpr std::string_view kTag = "listening on ";
   for (int i = 0; i < 20; ++i) {
     auto l = server.readLine(std::chrono::seconds(15));
     if (!l) return 0;
-    std::smatch m;
-    if (std::regex_search(*l, m, re)) {
-      if (line != nullptr) *line = *l;
-      return static_cast<std::uint16_t>(std::stoi(m[2].str()));
-    }
+    const std::size_t at = l->find(kTag);
+    if (at == std::string::npos) continue;
+    const std::string addr = l->substr(at + kTag.size(), l->find(' ', at + kTag.size()) - at - kTag.size());
+    const std::size_t colon = addr.rfind(':');
+    std::vector<std::string> caps;
+    if (colon == std::string::npos || !matchFormat(std::string_view(addr).substr(colon + 1), "{n}", &caps))
+      continue;
+    if (line != nullptr) *line = *l;
+    return static_cast<std::uint16_t>(std::stoi(caps[0]));
   }
   return 0;
 }

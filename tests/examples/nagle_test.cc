@@ -4,8 +4,8 @@
 // message, not a test condition (they belong to the bench).
 #include <gtest/gtest.h>
 
-#include <regex>
 #include <string>
+#include <vector>
 
 #include "example_child.h"
 #include "support/TestNet.h"
@@ -18,7 +18,7 @@ using namespace std::chrono_literals;
 std::string bin() { return binaryPath("keel-nagle"); }
 
 TEST(NagleExample, ClientCompletesEveryRoundAgainstBothProfiles) {
-  const std::regex round(R"(round (\d+): p50 \d+\.\d{3} ms  max \d+\.\d{3} ms)");
+  constexpr std::string_view round = "round {n}: p50 {f} ms  max {f} ms";
   for (const char* profile : {"kernel", "latency"}) {
     SCOPED_TRACE(profile);
     Child server({bin(), "server", "--port", "0", "--profile", profile});
@@ -30,9 +30,9 @@ TEST(NagleExample, ClientCompletesEveryRoundAgainstBothProfiles) {
     for (int r = 1; r <= 3; ++r) {
       const auto l = client.readLine(30s);
       ASSERT_TRUE(l.has_value()) << client.stderrText();
-      std::smatch m;
-      ASSERT_TRUE(std::regex_match(*l, m, round)) << *l;
-      EXPECT_EQ(std::stoi(m[1].str()), r);
+      std::vector<std::string> m;
+      ASSERT_TRUE(matchFormat(*l, round, &m)) << *l;
+      EXPECT_EQ(std::stoi(m[0]), r);
     }
     EXPECT_EQ(client.readAll(5s), "");
     EXPECT_EQ(client.wait(30s), 0) << client.stderrText();
@@ -43,14 +43,13 @@ TEST(NagleExample, ClientCompletesEveryRoundAgainstBothProfiles) {
 TEST(NagleExample, DemoPrintsBothProfilesSideBySide) {
   Child demo({bin(), "demo", "--rounds", "2", "--requests", "5"});
   EXPECT_EQ(demo.readLine(30s), "2 rounds of 5 write-write-read requests, client Nagle on");
-  const std::regex row(
-      R"(round (\d+): kernel p50 \d+\.\d{3} ms max \d+\.\d{3} ms \| latency p50 \d+\.\d{3} ms max \d+\.\d{3} ms)");
+  constexpr std::string_view row = "round {n}: kernel p50 {f} ms max {f} ms | latency p50 {f} ms max {f} ms";
   for (int r = 1; r <= 2; ++r) {
     const auto l = demo.readLine(30s);
     ASSERT_TRUE(l.has_value()) << demo.stderrText();
-    std::smatch m;
-    ASSERT_TRUE(std::regex_match(*l, m, row)) << *l;
-    EXPECT_EQ(std::stoi(m[1].str()), r);
+    std::vector<std::string> m;
+    ASSERT_TRUE(matchFormat(*l, row, &m)) << *l;
+    EXPECT_EQ(std::stoi(m[0]), r);
   }
   EXPECT_EQ(demo.wait(30s), 0) << demo.stderrText();
 }
