@@ -259,6 +259,39 @@ TEST(Slowloris, MessageDeadlineReapsTrickleButNotSlowWholeMessages) {
       sent, frame.size());
 }
 
+TEST(Slowloris, MessageDeadlineClockRestartsWithEachMessage) {
+  // Ten frames, each sent in two halves 100 ms apart: incomplete for 1 s in
+  // all, longer than the 600 ms limit, but never one message for that long.
+  ServerThread srv(SocketAddress::loopback4(0), {}, [](Connection& c) {
+    c.pipeline().emplaceLast<MessageDeadline>(600ms);
+    c.pipeline().emplaceLast<FrameCodec>();
+    c.pipeline().emplaceLast<FrameEcho>();
+  });
+  BlockingClient client(srv.address());
+  ASSERT_TRUE(client.connected());
+  for (int i = 0; i < 10; ++i) {
+    const std::string f = frameOf(test::randomBytes(50, static_cast<std::uint32_t>(i)));
+    ASSERT_TRUE(client.sendAll(std::string_view(f).substr(0, 20)));
+    std::this_thread::sleep_for(100ms);
+    ASSERT_TRUE(client.sendAll(std::string_view(f).substr(20)));
+    ASSERT_EQ(client.recvExact(f.size()), f) << "message " << i;
+  }
+  // Whole messages only from here: the partial flag is down, and a timer
+  // left from the last partial finds nothing to do.
+  const std::string whole = frameOf("whole");
+  ASSERT_TRUE(client.sendAll(whole));
+  ASSERT_EQ(client.recvExact(whole.size()), whole);
+  std::promise<bool> partial;
+  srv.server().forEachConnection([&](const Connection::Ptr& c) {
+    auto* d = c->pipeline().find<MessageDeadline>();
+    partial.set_value(d == nullptr || d->partial());
+  });
+  EXPECT_FALSE(partial.get_future().get());
+  std::this_thread::sleep_for(700ms);
+  EXPECT_EQ(srv.server().connectionCount(), 1u);
+  EXPECT_EQ(closedBy(srv.server(), CloseReason::IdleTimeout), 0u);
+}
+
 // ---- huge frame ----------------------------------------------------------------------
 
 TEST(HugeFrame, FourGiBHeaderRefusedWithoutAllocating) {
