@@ -234,6 +234,30 @@ inline bool matchFormat(std::string_view text, std::string_view pattern,
   return true;
 }
 
+// Finds `key` in `text` where it starts a word (at the start of the text or
+// after a character that is not a letter, digit or '_'), and returns the
+// number ([0-9.]+) right after it; nullopt when no occurrence is followed by
+// one. With `line` set, only the line (up to '\n') that holds `line` is
+// searched. Used to read figures out of real clients' reports.
+inline std::optional<std::string> numberAfter(std::string_view text, std::string_view key,
+                                              std::string_view line = {}) {
+  if (!line.empty()) {
+    const std::size_t at = text.find(line);
+    if (at == std::string_view::npos) return std::nullopt;
+    text = text.substr(at, text.find('\n', at) - at);
+  }
+  auto wordChar = [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+  };
+  for (std::size_t at = text.find(key); at != std::string_view::npos; at = text.find(key, at + 1)) {
+    if (at > 0 && wordChar(text[at - 1])) continue;
+    std::size_t end = at + key.size();
+    while (end < text.size() && ((text[end] >= '0' && text[end] <= '9') || text[end] == '.')) ++end;
+    if (end > at + key.size()) return std::string(text.substr(at + key.size(), end - at - key.size()));
+  }
+  return std::nullopt;
+}
+
 // Waits for an example server's "listening on HOST:PORT" line; returns the
 // port (0 when it did not come up; the child's stderr says why).
 inline std::uint16_t awaitListening(Child& server, std::string* line = nullptr) {

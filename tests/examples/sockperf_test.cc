@@ -5,7 +5,6 @@
 // with SIGTERM and expects exit status 0.
 #include <gtest/gtest.h>
 
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -58,16 +57,17 @@ struct Summary {
 
 Summary parseSummary(const std::string& out) {
   Summary s;
-  std::smatch m;
-  static const std::regex total(R"(\[Total Run\].*SentMessages=(\d+); ReceivedMessages=(\d+))");
-  static const std::regex valid(R"(\[Valid Duration\].*SentMessages=(\d+); ReceivedMessages=(\d+))");
-  static const std::regex drops(
-      R"(# dropped messages = (\d+); # duplicated messages = (\d+); # out-of-order messages = (\d+))");
-  if (std::regex_search(out, m, total)) s.totalSent = std::stol(m[1]), s.totalReceived = std::stol(m[2]);
-  if (std::regex_search(out, m, valid)) s.validSent = std::stol(m[1]), s.validReceived = std::stol(m[2]);
-  if (std::regex_search(out, m, drops)) {
-    s.dropped = std::stol(m[1]), s.duplicated = std::stol(m[2]), s.outOfOrder = std::stol(m[3]);
-  }
+  auto num = [&](std::string_view line, std::string_view key) {
+    const auto n = numberAfter(out, key, line);
+    return n ? std::stol(*n) : -1L;
+  };
+  s.totalSent = num("[Total Run]", "SentMessages=");
+  s.totalReceived = num("[Total Run]", "ReceivedMessages=");
+  s.validSent = num("[Valid Duration]", "SentMessages=");
+  s.validReceived = num("[Valid Duration]", "ReceivedMessages=");
+  s.dropped = num("# dropped messages", "dropped messages = ");
+  s.duplicated = num("# dropped messages", "duplicated messages = ");
+  s.outOfOrder = num("# dropped messages", "out-of-order messages = ");
   s.hasP50 = out.find("percentile 50.000") != std::string::npos;
   return s;
 }
