@@ -8,8 +8,9 @@
 #
 # Prints execs and execs/s per target; exits non-zero when any target finds
 # a crash, leak or timeout (the reproducer is kept in build/fuzz/artifacts/
-# and printed). A target whose example protocol library does not exist yet
-# is reported as "not built" and does not fail the run.
+# and printed). A target that was not built (its example protocol library
+# is missing) fails the run too: all five exist, so a missing one is a
+# broken build, not work in progress.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
@@ -45,7 +46,8 @@ printf '%-14s %8s %12s %10s %s\n' target seconds execs execs/s result
 for name in "${names[@]}"; do
   bin=build/fuzz/bin/${name}_fuzz
   if [ ! -x "$bin" ]; then
-    printf '%-14s %8s %12s %10s %s\n' "$name" - - - "not built (no keel_${name}_proto target yet)"
+    printf '%-14s %8s %12s %10s %s\n' "$name" - - - "FAILED: not built (no keel_${name}_proto target?)"
+    failed=1
     continue
   fi
   work=$scratch/$name

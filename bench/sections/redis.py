@@ -38,7 +38,7 @@ NUMBER = 8
 KEY = "redis"
 TITLE = "keel-resp vs redis-server: redis-benchmark ping/set/get, and a Nagle client"
 
-FULL = {"rounds": 4, "n_p1": 10000, "n_p16": 100000, "nagle_count": 200, "nagle_budget_s": 1.2}
+FULL = {"rounds": 3, "n_p1": 50000, "n_p16": 500000, "nagle_count": 200, "nagle_budget_s": 1.2}
 QUICK = {"rounds": 1, "n_p1": 4000, "n_p16": 40000, "nagle_count": 100, "nagle_budget_s": 0.6}
 CLIENTS = 50
 TESTS = ["PING_INLINE", "PING_MBULK", "SET", "GET"]
