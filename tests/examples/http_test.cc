@@ -25,8 +25,6 @@ struct Response {
   std::string body;
 };
 
-// Splits a byte stream into responses (Content-Length framing; HEAD replies
-// have none). Returns false when the stream ends inside a response.
 // The status code of a head that starts "HTTP/1.0 NNN " or "HTTP/1.1 NNN ";
 // 0 for anything else.
 int statusOf(std::string_view head) {
@@ -56,6 +54,8 @@ std::size_t contentLengthOf(std::string_view head) {
   return lower.compare(end, 2, "\r\n") == 0 ? len : 0;
 }
 
+// Splits a byte stream into responses (Content-Length framing; HEAD replies
+// have none). Returns false when the stream ends inside a response.
 bool splitResponses(std::string_view s, std::vector<Response>& out, const std::vector<bool>& isHead = {}) {
   while (!s.empty()) {
     const std::size_t end = s.find("\r\n\r\n");
