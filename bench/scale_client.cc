@@ -149,7 +149,10 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
   });
-  commands.enable(keel::Watcher::kRead);
+  if (const std::error_code ec = commands.enable(keel::Watcher::kRead)) {
+    std::fprintf(stderr, "scale-client: cannot watch stdin: %s\n", ec.message().c_str());
+    return 1;
+  }
 
   launch();
   loop.loop();

@@ -170,7 +170,10 @@ int main(int argc, char** argv) {
       }
     }
   });
-  commands.enable(keel::Watcher::kRead);
+  if (const std::error_code ec = commands.enable(keel::Watcher::kRead)) {
+    std::fprintf(stderr, "scale-server: cannot watch stdin: %s\n", ec.message().c_str());
+    return 1;
+  }
 
   if (auto ec = server.start()) {
     std::fprintf(stderr, "keel-scale-server: %s: %s\n", addr->toString().c_str(), ec.message().c_str());

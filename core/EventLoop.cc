@@ -11,6 +11,8 @@
 #include "keel/core/Log.h"
 #include "keel/core/Watcher.h"
 
+// advanceLoop lives with the loop: it needs nothing but the public API.
+
 namespace keel {
 namespace {
 
@@ -32,12 +34,17 @@ void ignoreSigpipeOnce() {
 
 EventLoop* EventLoop::current() noexcept { return t_loop; }
 
+Deferred::~Deferred() {
+  if (loop_ != nullptr) loop_->cancelDeferred(*this);
+}
+
 EventLoop::EventLoop(LoopOptions options)
     : options_(options),
+      clock_(options.clock),
       epoll_(::epoll_create1(EPOLL_CLOEXEC)),
       wake_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
       threadId_(std::this_thread::get_id()),
-      now_(Clock::now()),
+      now_(readClock()),
       timers_(now_, options.tick),
       events_(static_cast<std::size_t>(options.maxEventsPerWait > 0 ? options.maxEventsPerWait : 256)),
       scratch_(options.scratchBytes) {
@@ -55,9 +62,10 @@ EventLoop::~EventLoop() {
   if (t_loop == this) t_loop = nullptr;
 }
 
-void EventLoop::assertInLoopThread() const {
+void EventLoop::assertInLoopThread(const char* fn) const {
   if (!isInLoopThread()) {
-    KEEL_ERROR("EventLoop {} used from a thread that does not own it", static_cast<const void*>(this));
+    KEEL_ERROR("{} called on a thread that does not own EventLoop {}; use runInLoop",
+               fn != nullptr ? fn : "a loop-thread function", static_cast<const void*>(this));
     std::abort();
   }
 }
@@ -78,8 +86,15 @@ void EventLoop::quit() {
 }
 
 int EventLoop::computeTimeoutMs(Duration cap) const {
+  // End-of-iteration work still pending (the round cap below cut it short)
+  // must run now: the objects waiting on it (a coalesced flush) may have no
+  // readiness interest that would wake the loop.
+  if (!deferred_.empty() || !endHooks_.empty()) return 0;
   Duration wait = cap;
-  if (auto next = timers_.timeUntilNext(now_); next && *next < wait) wait = *next;
+  // A manual clock does not move by itself: waiting for a timer would wait
+  // for ever, so only I/O is waited for.
+  const bool timersWait = clock_ == nullptr || clock_->flows();
+  if (auto next = timers_.timeUntilNext(now_); timersWait && next && *next < wait) wait = *next;
   if (wait == Duration::max()) return -1;
   // Round up: waking before the deadline would only cost another iteration.
   const auto ms = std::chrono::ceil<std::chrono::milliseconds>(wait).count();
@@ -89,7 +104,7 @@ int EventLoop::computeTimeoutMs(Duration cap) const {
 void EventLoop::runOnce(Duration timeout) {
   const int n =
       ::epoll_wait(epoll_.get(), events_.data(), static_cast<int>(events_.size()), computeTimeoutMs(timeout));
-  now_ = Clock::now();  // the iteration's one clock read
+  now_ = readClock();  // the iteration's one clock read
   ++iterations_;
   if (n < 0 && errno != EINTR) throwErrno("epoll_wait");
   readyCount_ = n > 0 ? n : 0;
@@ -111,11 +126,15 @@ void EventLoop::runOnce(Duration timeout) {
   runTasks();
 
   // End-of-iteration work (write coalescing). A hook may register another;
-  // bound the rounds so a misbehaving hook cannot starve epoll.
+  // bound the rounds so a misbehaving hook cannot starve epoll. What is left
+  // makes the next epoll_wait return at once (computeTimeoutMs).
   for (int round = 0; round < 8 && (!endHooks_.empty() || !deferred_.empty()); ++round) {
     deferredRunning_.swap(deferred_);
     for (std::size_t i = 0; i < deferredRunning_.size(); ++i) {
-      if (Deferred* d = deferredRunning_[i]) d->runDeferred();
+      if (Deferred* d = deferredRunning_[i]) {
+        d->loop_ = nullptr;  // unscheduled before it runs, so it may schedule itself again
+        d->runDeferred();
+      }
     }
     deferredRunning_.clear();
     endRunning_.swap(endHooks_);
@@ -124,7 +143,16 @@ void EventLoop::runOnce(Duration timeout) {
   }
 }
 
+void EventLoop::deferToEndOfIteration(Deferred& d) {
+  KEEL_ASSERT_IN_LOOP(*this, "EventLoop::deferToEndOfIteration");
+  if (d.loop_ != nullptr) return;
+  deferred_.push_back(&d);
+  d.loop_ = this;
+}
+
 void EventLoop::cancelDeferred(Deferred& d) noexcept {
+  if (d.loop_ != this) return;
+  d.loop_ = nullptr;
   for (auto& p : deferred_) {
     if (p == &d) p = nullptr;
   }
@@ -177,25 +205,38 @@ void EventLoop::drainWakeup() noexcept {
   wakePending_.store(false, std::memory_order_release);
 }
 
-void EventLoop::updateWatcher(Watcher& w, std::uint32_t events) {
-  assertInLoopThread();
+std::error_code EventLoop::updateWatcher(Watcher& w, std::uint32_t events) noexcept {
+  KEEL_ASSERT_IN_LOOP(*this, "Watcher::setInterest");
   epoll_event ev{};
   ev.events = events;
   ev.data.ptr = &w;
+  int rc = 0;
+  const char* op = "epoll_ctl(MOD)";
   if (events == 0) {
     // Deregister rather than keep an empty interest: epoll always reports
     // EPOLLHUP/EPOLLERR, which would spin a level-triggered loop on a
     // connection that paused reading after its peer went away.
-    if (w.registered_ && ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, w.fd_, nullptr) < 0)
-      throwErrno("epoll_ctl(DEL)");
-    w.registered_ = false;
+    op = "epoll_ctl(DEL)";
+    if (w.registered_) rc = ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, w.fd_, nullptr);
+    if (rc == 0) w.registered_ = false;
   } else if (!w.registered_) {
-    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, w.fd_, &ev) < 0) throwErrno("epoll_ctl(ADD)");
-    w.registered_ = true;
+    op = "epoll_ctl(ADD)";
+    rc = ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, w.fd_, &ev);
+    if (rc == 0) w.registered_ = true;
   } else {
-    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, w.fd_, &ev) < 0) throwErrno("epoll_ctl(MOD)");
+    rc = ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, w.fd_, &ev);
+  }
+  if (rc < 0) {
+    // ENOMEM, ENOSPC (fs.epoll.max_user_watches), EPERM (a descriptor that
+    // cannot be polled): a fault of this one descriptor, reported to its
+    // owner, which closes it. The loop and every other watcher go on.
+    const std::error_code ec(errno, std::generic_category());
+    ++watchErrors_;
+    KEEL_WARN("{} on fd {}: {}", op, w.fd_, ec.message());
+    return ec;
   }
   w.interest_ = events;
+  return {};
 }
 
 void EventLoop::removeWatcher(Watcher& w) noexcept {
@@ -211,6 +252,25 @@ void EventLoop::removeWatcher(Watcher& w) noexcept {
       ev.events = 0;
     }
   }
+}
+
+}  // namespace keel
+
+namespace keel {
+
+void advanceLoop(EventLoop& loop, ManualClock& clock, Duration d) {
+  const TimePoint end = clock.now() + d;
+  loop.runOnce(Duration::zero());
+  for (;;) {
+    const auto next = loop.timers().timeUntilNext(loop.now());
+    // Never a zero step: a slot due "now" was just processed.
+    const Duration step = next ? std::max(*next, loop.timers().tick()) : Duration::max();
+    if (step == Duration::max() || clock.now() + step >= end) break;
+    clock.advance(step);
+    loop.runOnce(Duration::zero());
+  }
+  clock.set(end);
+  loop.runOnce(Duration::zero());
 }
 
 }  // namespace keel

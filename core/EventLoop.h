@@ -5,9 +5,12 @@
 // end-of-iteration hooks (used for write coalescing). The loop is
 // level-triggered; docs/design.md gives the measurements behind that.
 //
-// Thread-safety: runInLoop, queueInLoop, quit, isInLoopThread and
-// runAfter/runEvery/cancel called through runInLoop are safe from any thread.
-// Everything else, and every method named *InLoop, is for the loop thread.
+// Thread-safety: runInLoop, queueInLoop, quit and isInLoopThread are safe
+// from any thread. Everything else is for the loop thread, timers included:
+// from another thread, schedule through runInLoop. Loop-thread entry points
+// check the calling thread in builds with assertions on (debug, asan, tsan)
+// and abort naming the function (KEEL_ASSERT_IN_LOOP); release builds do
+// not pay for the check.
 #pragma once
 
 #include <atomic>
@@ -15,12 +18,14 @@
 #include <functional>
 #include <mutex>
 #include <span>
+#include <system_error>
 #include <thread>
 #include <vector>
 
 #include <sys/epoll.h>
 
 #include "keel/core/Fd.h"
+#include "keel/core/LoopClock.h"
 #include "keel/core/Time.h"
 #include "keel/core/TimerWheel.h"
 
@@ -30,19 +35,39 @@ class Watcher;
 
 // Work an object asks the loop to do once at the end of the current
 // iteration (a connection flushing coalesced writes). Intrusive: scheduling
-// allocates nothing, and an object that dies first cancels itself.
+// allocates nothing, and an object destroyed while scheduled takes itself
+// off the loop's list, so the loop never calls into a dead object.
 class Deferred {
  public:
   virtual void runDeferred() = 0;
+  [[nodiscard]] bool scheduled() const noexcept { return loop_ != nullptr; }
 
  protected:
-  ~Deferred() = default;
+  Deferred() = default;
+  ~Deferred();
+  Deferred(const Deferred&) = delete;
+  Deferred& operator=(const Deferred&) = delete;
+
+ private:
+  friend class EventLoop;
+  EventLoop* loop_ = nullptr;  // set while scheduled
 };
+
+// Aborts with `fn` named when called off `loop`'s thread, in builds with
+// assertions on. For loop-affine entry points.
+#ifdef NDEBUG
+#define KEEL_ASSERT_IN_LOOP(loop, fn) ((void)0)
+#else
+#define KEEL_ASSERT_IN_LOOP(loop, fn) (loop).assertInLoopThread(fn)
+#endif
 
 struct LoopOptions {
   Duration tick = std::chrono::milliseconds(1);  // timer wheel resolution
   int maxEventsPerWait = 256;                    // epoll_wait batch
   std::size_t scratchBytes = 64 * 1024;          // per-loop readv spill area
+  // The loop's time source; null is steady_clock. Tests pass a ManualClock.
+  // Not owned: it must outlive the loop.
+  const LoopClock* clock = nullptr;
 };
 
 class EventLoop {
@@ -71,34 +96,42 @@ class EventLoop {
   [[nodiscard]] bool isInLoopThread() const noexcept {
     return threadId_.load(std::memory_order_relaxed) == std::this_thread::get_id();
   }
-  // Aborts with a message when called off the loop thread: misuse of a
-  // loop-affine object is a bug, never a recoverable condition.
-  void assertInLoopThread() const;
+  // Aborts with a message (naming `fn` when given) when called off the loop
+  // thread: misuse of a loop-affine object is a bug, never a recoverable
+  // condition.
+  void assertInLoopThread(const char* fn = nullptr) const;
   // Moves ownership to the calling thread; only before loop() runs.
   void bindToCurrentThread() noexcept { threadId_.store(std::this_thread::get_id()); }
 
   // The time read once per iteration, right after epoll_wait returns.
   [[nodiscard]] TimePoint now() const noexcept { return now_; }
   // Re-reads the clock (for the rare caller that blocked inside a callback).
-  void updateTime() noexcept { now_ = Clock::now(); }
+  void updateTime() noexcept { now_ = readClock(); }
 
-  // Loop thread. Timers are relative to now().
+  // Loop thread (asserted). Timers are relative to now(). From another
+  // thread, schedule through runInLoop. For a timer that belongs to a
+  // handler, HandlerTimer (net/HandlerTimer.h) cancels itself.
   [[nodiscard]] TimerId runAfter(Duration delay, TimerWheel::Callback cb) {
+    KEEL_ASSERT_IN_LOOP(*this, "EventLoop::runAfter");
     return timers_.schedule(now_, delay, std::move(cb));
   }
   [[nodiscard]] TimerId runEvery(Duration interval, TimerWheel::Callback cb) {
+    KEEL_ASSERT_IN_LOOP(*this, "EventLoop::runEvery");
     return timers_.schedule(now_, interval, std::move(cb), interval);
   }
-  bool cancel(TimerId id) noexcept { return timers_.cancel(id); }
+  bool cancel(TimerId id) noexcept {
+    KEEL_ASSERT_IN_LOOP(*this, "EventLoop::cancel");
+    return timers_.cancel(id);
+  }
   [[nodiscard]] TimerWheel& timers() noexcept { return timers_; }
 
   // Loop thread. Called once at the end of the current iteration, after all
   // I/O and timers (a connection registers here to flush coalesced writes).
   void runAtEndOfIteration(Task task) { endHooks_.push_back(std::move(task)); }
-  // Loop thread. The allocation-free form for per-message paths; the caller
-  // schedules an object at most once per iteration and cancels it if it is
-  // destroyed before it ran.
-  void deferToEndOfIteration(Deferred& d) { deferred_.push_back(&d); }
+  // Loop thread. The allocation-free form for per-message paths. Scheduling
+  // an object that is already scheduled does nothing; a destroyed one
+  // cancels itself.
+  void deferToEndOfIteration(Deferred& d);
   void cancelDeferred(Deferred& d) noexcept;
 
   // Per-loop spill buffer for readv: big enough to drain a socket in one call,
@@ -106,6 +139,8 @@ class EventLoop {
   [[nodiscard]] std::span<char> scratch() noexcept { return scratch_; }
 
   [[nodiscard]] std::uint64_t iterations() const noexcept { return iterations_; }
+  // epoll_ctl calls that failed (each one closed the object it was for).
+  [[nodiscard]] std::uint64_t watchErrors() const noexcept { return watchErrors_; }
   [[nodiscard]] const LoopOptions& options() const noexcept { return options_; }
 
   // The loop running on this thread, or nullptr.
@@ -113,14 +148,18 @@ class EventLoop {
 
  private:
   friend class Watcher;
-  void updateWatcher(Watcher& w, std::uint32_t events);
+  [[nodiscard]] std::error_code updateWatcher(Watcher& w, std::uint32_t events) noexcept;
   void removeWatcher(Watcher& w) noexcept;
   void wakeup() noexcept;
   void drainWakeup() noexcept;
   void runTasks();
   int computeTimeoutMs(Duration cap) const;
+  [[nodiscard]] TimePoint readClock() const noexcept {
+    return clock_ != nullptr ? clock_->now() : Clock::now();
+  }
 
   LoopOptions options_;
+  const LoopClock* clock_;
   Fd epoll_;
   Fd wake_;
   std::atomic<std::thread::id> threadId_;
@@ -132,6 +171,7 @@ class EventLoop {
   int readyCount_ = 0;
   std::vector<char> scratch_;
   std::uint64_t iterations_ = 0;
+  std::uint64_t watchErrors_ = 0;
 
   std::mutex tasksMutex_;
   std::vector<Task> tasks_;    // guarded by tasksMutex_

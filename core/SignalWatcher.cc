@@ -34,7 +34,10 @@ SignalWatcher::SignalWatcher(EventLoop& loop, std::initializer_list<int> signals
       fd_(blockAndOpen(mask_, previous_)),
       cb_(std::move(cb)),
       watcher_(loop, fd_.get(), [this](std::uint32_t) { onReadable(); }) {
-  watcher_.enable(Watcher::kRead);
+  // A constructor cannot return the error; a SignalWatcher that cannot
+  // watch would silently ignore SIGTERM, so this one throws.
+  if (const std::error_code ec = watcher_.enable(Watcher::kRead))
+    throw std::system_error(ec, "signalfd watch");
 }
 
 SignalWatcher::~SignalWatcher() {

@@ -8,9 +8,9 @@ Watcher::Watcher(EventLoop& loop, int fd, Callback cb) : loop_(loop), fd_(fd), c
 
 Watcher::~Watcher() { detach(); }
 
-void Watcher::setInterest(std::uint32_t events) {
-  if (events == interest_) return;  // no epoll_ctl when nothing changed
-  loop_.updateWatcher(*this, events);
+std::error_code Watcher::setInterest(std::uint32_t events) noexcept {
+  if (events == interest_) return {};  // no epoll_ctl when nothing changed
+  return loop_.updateWatcher(*this, events);
 }
 
 void Watcher::detach() {

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <system_error>
 
 #include <sys/epoll.h>
 
@@ -37,9 +38,15 @@ class Watcher {
   Watcher(const Watcher&) = delete;
   Watcher& operator=(const Watcher&) = delete;
 
-  void setInterest(std::uint32_t events);
-  void enable(std::uint32_t events) { setInterest(interest_ | events); }
-  void disable(std::uint32_t events) { setInterest(interest_ & ~events); }
+  // Fails (and leaves the interest unchanged) when epoll_ctl fails: the
+  // owner closes its descriptor then; the loop is not affected.
+  [[nodiscard]] std::error_code setInterest(std::uint32_t events) noexcept;
+  [[nodiscard]] std::error_code enable(std::uint32_t events) noexcept {
+    return setInterest(interest_ | events);
+  }
+  [[nodiscard]] std::error_code disable(std::uint32_t events) noexcept {
+    return setInterest(interest_ & ~events);
+  }
   // Removes the fd from epoll now (before the owner closes it). Idempotent.
   void detach();
 

@@ -108,17 +108,8 @@ void RttEstimate::add(Duration sample) noexcept {
 // ---- Heartbeat ------------------------------------------------------------------
 Heartbeat::Heartbeat(HeartbeatOptions options) noexcept : schedule_(options) {}
 
-Heartbeat::~Heartbeat() {
-  // Normally stopped by onClosed/handlerRemoved. A connection destroyed
-  // without closing (its owner torn down) skips those, so the timer, which
-  // points at this object, is cancelled here too.
-  if (timer_.valid() && loop_ != nullptr) loop_->cancel(timer_);
-  if (destroyed_ != nullptr) *destroyed_ = true;
-}
-
 void Heartbeat::handlerAdded(HandlerContext& ctx) {
   ctx_ = &ctx;
-  loop_ = &ctx.loop();
   // Added at run time to a live connection: start now. Otherwise onConnected does.
   if (ctx.connection().state() == ConnectionState::Open) start();
 }
@@ -142,17 +133,16 @@ void Heartbeat::start() {
   // Silence is counted from now, not from the connection's last read: a
   // handler switched on for a connection that was quiet for an hour must
   // not declare it dead on the spot.
-  schedule_.start(loop_->now());
+  schedule_.start(ctx_->loop().now());
   writeAtCheck_ = conn.stats().lastWrite;
   queuedAtCheck_ = conn.outputBytes() > 0;
   drainedAt_ = TimePoint{};
-  timer_ = loop_->runAfter(schedule_.firstDelay(), [this] { onTimer(); });
+  timer_.arm(*ctx_, schedule_.firstDelay());
 }
 
 void Heartbeat::stop() noexcept {
   probing_ = false;
-  if (timer_.valid() && loop_ != nullptr) loop_->cancel(timer_);
-  timer_ = {};
+  timer_.cancel();
 }
 
 TimePoint Heartbeat::lastHeard() {
@@ -172,7 +162,8 @@ TimePoint Heartbeat::lastHeard() {
 }
 
 void Heartbeat::onTimer() {
-  timer_ = {};
+  // A HandlerTimer callback: this handler outlives the call even when a
+  // handler the events below reach closes the connection.
   Connection& conn = ctx_->connection();
   if (conn.state() != ConnectionState::Open) {
     // After a FIN either way, PINGs cannot leave or PONGs cannot come back;
@@ -180,10 +171,8 @@ void Heartbeat::onTimer() {
     probing_ = false;
     return;
   }
-  const TimePoint now = loop_->now();
+  const TimePoint now = ctx_->loop().now();
   const HeartbeatSchedule::Step step = schedule_.onTimer(now, lastHeard());
-  bool destroyed = false;
-  destroyed_ = &destroyed;
 
   switch (step.action) {
     case HeartbeatSchedule::Action::Wait:
@@ -195,8 +184,9 @@ void Heartbeat::onTimer() {
       char frame[HeartbeatMessage::kFrameBytes];
       ping.encodeFrame(frame);
       ++pingsSent_;
-      ctx_->write(std::span<const char>(frame, sizeof frame));
-      if (destroyed) return;  // a high-watermark handler closed the connection
+      // A refused PING (the connection can no longer write) needs nothing
+      // here: the state check below ends probing.
+      (void)ctx_->write(std::span<const char>(frame, sizeof frame));
       break;
     }
     case HeartbeatSchedule::Action::Dead: {
@@ -207,20 +197,14 @@ void Heartbeat::onTimer() {
                 schedule_.probesOut());
       const HeartbeatEvent dead(HeartbeatEvent::Kind::PeerDead, silent, 0,
                                 static_cast<std::uint64_t>(schedule_.probesOut()));
-      HandlerContext& ctx = *ctx_;
-      ctx.fireUserEvent(dead);
-      // The application may have closed the connection (destroying this
-      // handler) in response; otherwise close it. Nothing of `this` is
-      // touched after close(): it ends with this handler removed.
-      if (destroyed) return;
-      destroyed_ = nullptr;
-      if (!ctx.connection().closed()) ctx.close(CloseReason::HeartbeatTimeout);
+      ctx_->fireUserEvent(dead);
+      // The application may have closed the connection in response.
+      if (!conn.closed()) ctx_->close(CloseReason::HeartbeatTimeout);
       return;
     }
   }
-  destroyed_ = nullptr;
   if (probing_ && conn.state() == ConnectionState::Open) {
-    timer_ = loop_->runAfter(step.next, [this] { onTimer(); });
+    timer_.arm(*ctx_, step.next);
   } else {
     probing_ = false;
   }

@@ -50,6 +50,7 @@
 #include "keel/core/EventLoop.h"
 #include "keel/core/Time.h"
 #include "keel/net/Handler.h"
+#include "keel/net/HandlerTimer.h"
 
 namespace keel {
 
@@ -132,7 +133,6 @@ class Heartbeat final : public Handler {
   using Options = HeartbeatOptions;
 
   explicit Heartbeat(HeartbeatOptions options = {}) noexcept;
-  ~Heartbeat() override;
   Heartbeat(const Heartbeat&) = delete;
   Heartbeat& operator=(const Heartbeat&) = delete;
 
@@ -166,12 +166,8 @@ class Heartbeat final : public Handler {
 
   HeartbeatSchedule schedule_;
   HandlerContext* ctx_ = nullptr;  // set in handlerAdded; lives as long as this handler
-  EventLoop* loop_ = nullptr;
-  TimerId timer_;
+  HandlerTimer timer_{[this] { onTimer(); }};
   bool probing_ = false;
-  // Set while onTimer() calls into the pipeline: a handler there may close
-  // the connection, which destroys this handler before the call returns.
-  bool* destroyed_ = nullptr;
 
   // Output-drain tracking, sampled only when the timer fires.
   TimePoint writeAtCheck_{};

@@ -8,12 +8,6 @@
 #include "keel/net/Pipeline.h"
 
 namespace keel {
-namespace {
-
-// The reaper whose timer is raising an event or acting on this thread.
-thread_local IdleReaper* tFiring = nullptr;
-
-}  // namespace
 
 std::string_view toString(IdleKind kind) noexcept {
   switch (kind) {
@@ -29,16 +23,8 @@ std::string_view toString(IdleKind kind) noexcept {
 
 IdleReaper::IdleReaper(IdleLimits limits, IdleAction action) noexcept : limits_(limits), action_(action) {}
 
-IdleReaper::~IdleReaper() {
-  // A connection torn down without a close (its owner destroyed) destroys
-  // its handlers without handlerRemoved: the timer must not outlive us.
-  disarm();
-  if (tFiring == this) tFiring = nullptr;
-}
-
 void IdleReaper::handlerAdded(HandlerContext& ctx) {
   ctx_ = &ctx;
-  loop_ = &ctx.loop();
   // A connection that is not started yet gets its timer in onConnected,
   // when its activity timestamps are first set.
   if (ctx.connection().state() != ConnectionState::Connecting) restart();
@@ -50,7 +36,7 @@ void IdleReaper::handlerRemoved(HandlerContext&) {
 }
 
 void IdleReaper::onConnected(HandlerContext& ctx) {
-  if (!timer_.valid()) restart();
+  if (!timer_.armed()) restart();
   ctx.fireConnected();
 }
 
@@ -78,7 +64,7 @@ bool IdleReaper::watching() const noexcept {
 
 void IdleReaper::restart() {
   disarm();
-  since_ = loop_->now();
+  since_ = ctx_->loop().now();
   progress_ = {};
   reported_ = {};
   if (!watching()) return;
@@ -92,16 +78,9 @@ void IdleReaper::restart() {
   arm(first);
 }
 
-void IdleReaper::arm(Duration delay) {
-  // Capturing only `this` keeps the callback inside std::function's small
-  // buffer: arming allocates nothing once the wheel's slab has grown.
-  timer_ = loop_->runAfter(delay, [this] { onTimer(); });
-}
+void IdleReaper::arm(Duration delay) { timer_.arm(*ctx_, delay); }
 
-void IdleReaper::disarm() noexcept {
-  if (timer_.valid() && loop_ != nullptr) loop_->cancel(timer_);
-  timer_ = {};
-}
+void IdleReaper::disarm() noexcept { timer_.cancel(); }
 
 std::chrono::milliseconds IdleReaper::limitOf(IdleKind kind) const noexcept {
   switch (kind) {
@@ -156,9 +135,8 @@ bool IdleReaper::peerIsDraining(TimePoint now, Duration limit) {
 }
 
 void IdleReaper::onTimer() {
-  timer_ = {};
   if (!watching()) return;
-  const TimePoint now = loop_->now();
+  const TimePoint now = ctx_->loop().now();
   std::array<bool, kKinds> due{};
   std::array<Duration, kKinds> idleFor{};
   TimePoint next = TimePoint::max();
@@ -193,7 +171,7 @@ void IdleReaper::onTimer() {
   }
   if (next != TimePoint::max()) arm(next - now);
   for (std::size_t i = 0; i < kKinds; ++i) {
-    if (due[i] && !act(static_cast<IdleKind>(i), idleFor[i])) return;  // `this` may be gone
+    if (due[i] && !act(static_cast<IdleKind>(i), idleFor[i])) return;
   }
 }
 
@@ -207,24 +185,15 @@ bool IdleReaper::act(IdleKind kind, Duration idleFor) {
     done_ = true;
     disarm();
   }
-  // Raising an event or closing from a timer is the outermost pipeline call,
-  // so a handler removed during it (closing removes every handler) is
-  // destroyed before the call returns. The destructor clears tFiring, which
-  // is how we learn that `this` is gone. Timer callbacks never nest, but the
-  // previous value is kept anyway.
-  IdleReaper* const outer = tFiring;
-  tFiring = this;
+  // A HandlerTimer callback: this reaper outlives the call whatever the
+  // handlers the event reaches do (closing included).
   if (action != IdleAction::Close) ctx.fireUserEvent(IdleEvent(kind, idleFor));
-  if (tFiring == this) {
-    if (action == IdleAction::Shutdown) {
-      ctx.shutdown();
-    } else if (action == IdleAction::Close) {
-      ctx.close(CloseReason::IdleTimeout);
-    }
+  if (ctx.connection().closed() || ctx.removed()) return false;
+  if (action == IdleAction::Shutdown) {
+    ctx.shutdown(CloseReason::IdleTimeout);
+  } else if (action == IdleAction::Close) {
+    ctx.close(CloseReason::IdleTimeout);
   }
-  const bool alive = tFiring == this;
-  tFiring = outer;
-  if (!alive) return false;
   return watching();
 }
 

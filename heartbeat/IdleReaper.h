@@ -30,13 +30,9 @@
 //   Notify   (default) raises IdleEvent{kind} for the handlers after this
 //            one. It fires once per idle period, not on every check, and
 //            fires again only after new activity and a new full period.
-//   Shutdown raises the IdleEvent, then calls ctx.shutdown(): keel flushes,
-//            sends FIN and waits for the peer's FIN. The close that follows
-//            carries CloseReason::Shutdown, not IdleTimeout, because the
-//            connection closes itself when the peer's FIN arrives and no
-//            pipeline call can pass a reason through that path. The
-//            IdleEvent is how handlers after this one learn the cause. (A
-//            reason argument on shutdown() would close that gap.)
+//   Shutdown raises the IdleEvent, then calls ctx.shutdown(IdleTimeout):
+//            keel flushes, sends FIN and waits for the peer's FIN. The close
+//            that follows carries CloseReason::IdleTimeout.
 //   Close    calls ctx.close(CloseReason::IdleTimeout): flush, then close.
 //            Every onClosed, and the server's closedBy counts, see
 //            IdleTimeout.
@@ -56,8 +52,8 @@
 #include <string_view>
 
 #include "keel/core/Time.h"
-#include "keel/core/TimerWheel.h"
 #include "keel/net/Handler.h"
+#include "keel/net/HandlerTimer.h"
 
 namespace keel {
 
@@ -89,7 +85,6 @@ struct IdleLimits {
 class IdleReaper final : public Handler {
  public:
   explicit IdleReaper(IdleLimits limits, IdleAction action = IdleAction::Notify) noexcept;
-  ~IdleReaper() override;
   IdleReaper(const IdleReaper&) = delete;
   IdleReaper& operator=(const IdleReaper&) = delete;
 
@@ -109,7 +104,7 @@ class IdleReaper final : public Handler {
   // TCP_INFO lookups made at expiries with bytes outstanding (for tests and
   // for checking that the lookup stays rare).
   [[nodiscard]] std::uint64_t kernelChecks() const noexcept { return kernelChecks_; }
-  [[nodiscard]] bool armed() const noexcept { return timer_.valid(); }
+  [[nodiscard]] bool armed() const noexcept { return timer_.armed(); }
 
   void handlerAdded(HandlerContext& ctx) override;
   void handlerRemoved(HandlerContext& ctx) override;
@@ -129,15 +124,14 @@ class IdleReaper final : public Handler {
   // True when the kernel shows the peer taking our bytes (see the header
   // comment); `limit` is the limit that expired.
   [[nodiscard]] bool peerIsDraining(TimePoint now, Duration limit);
-  // Raises the event or takes the action. Returns false when this handler
-  // was destroyed or stopped watching as a result.
+  // Raises the event or takes the action. Returns false when the reaper
+  // stopped watching as a result.
   [[nodiscard]] bool act(IdleKind kind, Duration idleFor);
 
   IdleLimits limits_;
   IdleAction action_;
   HandlerContext* ctx_ = nullptr;  // valid between handlerAdded and handlerRemoved
-  EventLoop* loop_ = nullptr;
-  TimerId timer_;
+  HandlerTimer timer_{[this] { onTimer(); }};
   TimePoint since_{};            // start of the current watch (added / setLimits)
   TimePoint progress_{};         // last expiry that saw the peer acknowledge more bytes
   std::uint64_t ackSample_ = 0;  // TCP_INFO bytes_acked at sampleAt_

@@ -8,24 +8,15 @@
 
 namespace keel {
 
-MessageDeadline::~MessageDeadline() {
-  // A connection torn down without a close destroys its handlers without
-  // handlerRemoved: the timer must not outlive us.
-  disarm();
-}
-
-void MessageDeadline::handlerAdded(HandlerContext& ctx) {
-  ctx_ = &ctx;
-  loop_ = &ctx.loop();
-}
+void MessageDeadline::handlerAdded(HandlerContext& ctx) { ctx_ = &ctx; }
 
 void MessageDeadline::handlerRemoved(HandlerContext&) {
-  disarm();
+  timer_.cancel();
   ctx_ = nullptr;
 }
 
 void MessageDeadline::onClosed(HandlerContext& ctx, CloseReason reason) {
-  disarm();
+  timer_.cancel();
   partial_ = false;
   ctx.fireClosed(reason);
 }
@@ -41,37 +32,26 @@ void MessageDeadline::onData(HandlerContext& ctx, Buffer& in) {
   }
   if (partial_) return;  // the same message continues: its clock keeps running
   partial_ = true;
-  partialSince_ = loop_->now();
-  if (!timer_.valid()) arm(limit_);
-}
-
-void MessageDeadline::arm(Duration delay) {
-  // Capturing only `this` keeps the callback in std::function's small buffer.
-  timer_ = loop_->runAfter(delay, [this] { onTimer(); });
-}
-
-void MessageDeadline::disarm() noexcept {
-  if (timer_.valid() && loop_ != nullptr) loop_->cancel(timer_);
-  timer_ = {};
+  partialSince_ = ctx.loop().now();
+  if (!timer_.armed()) timer_.arm(ctx, limit_);
 }
 
 void MessageDeadline::onTimer() {
-  timer_ = {};
   if (ctx_ == nullptr || !partial_) return;
-  const Duration waited = loop_->now() - partialSince_;
+  const Duration waited = ctx_->loop().now() - partialSince_;
   if (waited < limit_) {
-    arm(limit_ - waited);  // a newer message started after the one this timer was armed for
+    timer_.arm(*ctx_, limit_ - waited);  // a newer message started after the one this timer was armed for
     return;
   }
   ++expired_;
   partial_ = false;
   Connection& conn = ctx_->connection();
+  const std::size_t bytes = conn.input().readableBytes();
   KEEL_DEBUG("conn {}: message incomplete after {} ms ({} bytes waiting)", conn.id(),
-             std::chrono::duration_cast<std::chrono::milliseconds>(waited).count(),
-             conn.input().readableBytes());
-  // The outermost call: closing removes (and may destroy) this handler, so
-  // nothing touches `this` afterwards.
-  ctx_->close(CloseReason::IdleTimeout);
+             std::chrono::duration_cast<std::chrono::milliseconds>(waited).count(), bytes);
+  // A HandlerTimer callback: this handler outlives the event and the close.
+  ctx_->fireUserEvent(MessageTimeout(waited, bytes));
+  if (ctx_ != nullptr && !conn.closed()) ctx_->close(CloseReason::IdleTimeout);
 }
 
 }  // namespace keel

@@ -18,9 +18,12 @@
 // Set `limit` above the time the largest legitimate message takes at the
 // slowest rate you accept.
 //
-// At the deadline the connection is closed with CloseReason::IdleTimeout
-// (a flush, then a close; add IdleTimeout to ConnectionOptions::
-// resetOnReasons for a reset instead).
+// At the deadline a MessageTimeout event goes to the handlers after this
+// one (an HTTP server answers 408 there), then the connection is closed with
+// CloseReason::IdleTimeout: a flush, so that answer is delivered, then a
+// close (add IdleTimeout to ConnectionOptions::resetOnReasons for a reset
+// instead). A handler that closed the connection itself in the event is
+// left to its own close.
 //
 // Cost: one comparison per read; one timer per connection on the loop's
 // wheel, armed when a partial message starts while no timer is armed and
@@ -31,21 +34,28 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <string_view>
 
 #include "keel/core/Time.h"
-#include "keel/core/TimerWheel.h"
 #include "keel/net/Handler.h"
+#include "keel/net/HandlerTimer.h"
 
 namespace keel {
 
 class EventLoop;
 
+// Raised (on the stack) towards the application at the deadline.
+struct MessageTimeout final : UserEvent {
+  MessageTimeout(Duration w, std::size_t b) noexcept : waited(w), bytes(b) {}
+  Duration waited;    // since the incomplete message began
+  std::size_t bytes;  // of it waiting in the input buffer
+};
+
 class MessageDeadline final : public Handler {
  public:
   explicit MessageDeadline(std::chrono::milliseconds limit) noexcept : limit_(limit) {}
-  ~MessageDeadline() override;
   MessageDeadline(const MessageDeadline&) = delete;
   MessageDeadline& operator=(const MessageDeadline&) = delete;
 
@@ -55,7 +65,7 @@ class MessageDeadline final : public Handler {
   [[nodiscard]] std::uint64_t expired() const noexcept { return expired_; }
   // True while bytes of an incomplete message are waiting.
   [[nodiscard]] bool partial() const noexcept { return partial_; }
-  [[nodiscard]] bool armed() const noexcept { return timer_.valid(); }
+  [[nodiscard]] bool armed() const noexcept { return timer_.armed(); }
 
   void handlerAdded(HandlerContext& ctx) override;
   void handlerRemoved(HandlerContext& ctx) override;
@@ -63,14 +73,11 @@ class MessageDeadline final : public Handler {
   void onClosed(HandlerContext& ctx, CloseReason reason) override;
 
  private:
-  void arm(Duration delay);
-  void disarm() noexcept;
   void onTimer();
 
   std::chrono::milliseconds limit_;
   HandlerContext* ctx_ = nullptr;  // valid between handlerAdded and handlerRemoved
-  EventLoop* loop_ = nullptr;
-  TimerId timer_;
+  HandlerTimer timer_{[this] { onTimer(); }};
   TimePoint partialSince_{};  // loop time at which the current incomplete message began
   bool partial_ = false;
   std::uint64_t expired_ = 0;

@@ -1,6 +1,8 @@
 #include "keel/net/Client.h"
 
 #include "keel/core/Log.h"
+#include "keel/net/internal/ConnectionAccess.h"
+#include "keel/net/internal/Connector.h"
 
 namespace keel {
 namespace {
@@ -34,17 +36,20 @@ std::string_view toString(ClientState s) noexcept {
 }
 
 Client::Client(EventLoop& loop, SocketAddress server, ClientOptions options)
-    : loop_(loop), server_(server), options_(options), connector_(loop, server_, connectorOptions(options_)) {
+    : loop_(loop),
+      server_(server),
+      options_(options),
+      connector_(std::make_unique<Connector>(loop, server_, connectorOptions(options_))) {
   // The connector is a member and dies with the client, so `this` is safe
   // in its callbacks: they only run from its own timers and watcher.
-  connector_.setConnected([this](Socket socket) { onConnected(std::move(socket)); });
-  connector_.setFailed([this](std::error_code ec) { onConnectFailed(ec); });
+  connector_->setConnected([this](Socket socket) { onConnected(std::move(socket)); });
+  connector_->setFailed([this](std::error_code ec) { onConnectFailed(ec); });
 }
 
 Client::~Client() {
   loop_.assertInLoopThread();
   *alive_ = false;  // from here on, queued tasks and the connection's hook skip this client
-  connector_.stop();
+  connector_->stop();
   Connection::Ptr conn = std::move(current_);
   {
     std::lock_guard lock(mutex_);
@@ -82,6 +87,8 @@ void Client::stop() {
   runInLoopIfAlive([this] { stopInLoop(); });
 }
 
+int Client::attempts() const noexcept { return connector_->attempts(); }
+
 Connection::Ptr Client::connection() const {
   std::lock_guard lock(mutex_);
   return connection_;
@@ -89,7 +96,7 @@ Connection::Ptr Client::connection() const {
 
 void Client::connectInLoop() {
   wanted_ = true;
-  if (connector_.connecting()) return;  // the attempt in flight decides
+  if (connector_->connecting()) return;  // the attempt in flight decides
   if (current_) {
     // A connection that is still closing (after disconnect()) cannot be
     // dropped (its output would be lost), and two at once is not what a
@@ -99,13 +106,13 @@ void Client::connectInLoop() {
   }
   // Also when waiting to retry: a fresh series starts at once.
   setState(ClientState::Connecting);
-  connector_.start();
+  connector_->start();
 }
 
 void Client::stopInLoop() {
   wanted_ = false;
   connectAfterClose_ = false;
-  connector_.stop();
+  connector_->stop();
   if (!current_) setState(ClientState::Disconnected);
 }
 
@@ -125,7 +132,7 @@ void Client::onConnected(Socket socket) {
   auto conn = std::make_shared<Connection>(loop_, std::move(socket),
                                            g_nextConnectionId.fetch_add(1, std::memory_order_relaxed),
                                            options_.connection);
-  conn->setClosedHook([this, alive = alive_](const Connection::Ptr& c) {
+  ConnectionAccess::setClosedHook(*conn, [this, alive = alive_](const Connection::Ptr& c) {
     if (*alive) onConnectionClosed(c);
   });
   current_ = conn;
@@ -134,7 +141,7 @@ void Client::onConnected(Socket socket) {
   if (pipelineInit_) pipelineInit_(*conn);
   // The init may have refused the connection (closed it); a closed
   // connection must not be started.
-  if (!conn->closed()) conn->startInLoop();
+  if (!conn->closed()) ConnectionAccess::start(*conn);
   // Published only now: another thread must never be handed a connection
   // that cannot send yet. If it closed during its start, the hook has
   // already cleared current_ and settled the state.
@@ -148,7 +155,7 @@ void Client::onConnected(Socket socket) {
 }
 
 void Client::onConnectFailed(std::error_code ec) {
-  if (connector_.idle()) {
+  if (connector_->idle()) {
     wanted_ = false;  // gave up
     setState(ClientState::Disconnected);
   } else {
@@ -171,12 +178,12 @@ void Client::onConnectionClosed(const Connection::Ptr& conn) {
   if (connectAfterClose_) {
     connectAfterClose_ = false;
     setState(ClientState::Connecting);
-    connector_.start();
+    connector_->start();
   } else if (wanted_ && options_.reconnect) {
     KEEL_DEBUG("conn {} to {} lost ({}); reconnecting", conn->id(), server_.toString(),
                toString(conn->closeReason().value_or(CloseReason::Error)));
     setState(ClientState::Connecting);
-    connector_.restart();
+    connector_->restart();
   } else {
     setState(ClientState::Disconnected);
   }

@@ -44,10 +44,11 @@
 #include "keel/core/EventLoop.h"
 #include "keel/core/Time.h"
 #include "keel/net/Connection.h"
-#include "keel/net/Connector.h"
 #include "keel/net/SocketAddress.h"
 
 namespace keel {
+
+class Connector;
 
 struct ClientOptions {
   Duration connectTimeout = std::chrono::seconds(5);  // per attempt; zero: no limit
@@ -112,7 +113,7 @@ class Client {
   [[nodiscard]] ClientState state() const noexcept { return state_.load(std::memory_order_acquire); }
   // Any thread. Attempts in the current series (since connect(), or since the
   // reconnect began), the successful one included.
-  [[nodiscard]] int attempts() const noexcept { return connector_.attempts(); }
+  [[nodiscard]] int attempts() const noexcept;
   [[nodiscard]] EventLoop& loop() const noexcept { return loop_; }
   [[nodiscard]] const SocketAddress& server() const noexcept { return server_; }
   [[nodiscard]] const ClientOptions& options() const noexcept { return options_; }
@@ -131,7 +132,7 @@ class Client {
   EventLoop& loop_;
   const SocketAddress server_;
   const ClientOptions options_;
-  Connector connector_;
+  std::unique_ptr<Connector> connector_;  // internal type (net/internal/Connector.h)
   PipelineInit pipelineInit_;
   ConnectFailed connectFailed_;
   // Loop thread: false once the destructor has begun. Tasks queued from other

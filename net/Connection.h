@@ -13,11 +13,18 @@
 // connection closed, so a connection is never destroyed inside its own
 // callbacks. Timers and cross-thread tasks hold weak references.
 //
-// Thread-safety: send(), shutdown(), close(), abort() and forceClose() are
-// safe from any thread; everything else (and everything named *Raw or
-// *InLoop) is for the connection's loop thread.
+// Closing: close(reason, mode) is the one way to end a connection, from the
+// application, a handler (ctx.close) or the owner; abort() is close with
+// CloseMode::Reset. It passes through every handler's outbound close. The
+// owner's bookkeeping (the closed hook) and the raw I/O calls the
+// pipeline's head makes are not public (net/internal/ConnectionAccess.h).
+//
+// Thread-safety: send(), sendFrame(), shutdown(), close(), abort() and
+// awaitPeerClose() are safe from any thread; everything else is for the
+// connection's loop thread (checked in builds with assertions on).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -26,34 +33,42 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <system_error>
+
+#include <sys/types.h>
+#include <sys/uio.h>
 
 #include "keel/core/EventLoop.h"
 #include "keel/core/Time.h"
 #include "keel/core/Watcher.h"
 #include "keel/net/Buffer.h"
 #include "keel/net/CloseReason.h"
+#include "keel/net/Handler.h"
 #include "keel/net/Pipeline.h"
 #include "keel/net/Slices.h"
 #include "keel/net/Socket.h"
 
 namespace keel {
 
+class ConnectionAccess;
+class Transport;
+
 // Caps and policies of one connection. docs/limits.md lists the defaults and
 // what happens at each.
 struct ConnectionOptions {
-  std::size_t highWatermark = 1 << 20;       // 1 MiB queued: onHighWatermark
-  std::size_t lowWatermark = 256 << 10;      // drained to 256 KiB: onWritable
-  std::size_t maxOutputBytes = 64 << 20;     // 64 MiB queued: close(Overloaded)
-  std::size_t maxInputBytes = 4 << 20;       // 4 MiB unconsumed input: pause reading
-  std::size_t maxReadPerEvent = 256 << 10;   // cap on one readv (fairness between connections)
-  bool pauseReadingAtHighWatermark = false;  // backpressure: stop reading a peer that does not drain
-  bool coalesceWrites = false;               // defer writes to one sendmsg at the end of the loop iteration
+  std::size_t highWatermark = 1 << 20;      // 1 MiB queued: onHighWatermark
+  std::size_t lowWatermark = 256 << 10;     // drained to 256 KiB: onWritable
+  std::size_t maxOutputBytes = 64 << 20;    // 64 MiB queued: close(Overloaded)
+  std::size_t maxInputBytes = 4 << 20;      // 4 MiB unconsumed input: pause reading
+  std::size_t maxReadPerEvent = 256 << 10;  // cap on one readv (fairness between connections)
+  // Backpressure: stop reading a peer whose output is above highWatermark
+  // until it drains to lowWatermark. On by default: a peer that sends but
+  // never reads could otherwise make a server queue maxOutputBytes per
+  // connection. Turn it off only for a protocol whose input must never wait.
+  bool pauseReadingAtHighWatermark = true;
+  bool coalesceWrites = false;  // defer writes to one sendmsg at the end of the loop iteration
   Duration shutdownTimeout = std::chrono::seconds(10);  // shutdown(): wait for the peer's FIN this long
   Duration closeTimeout = std::chrono::seconds(30);     // close(): wait for output to drain this long
-  // keel's default answer to a peer FIN (applied by the pipeline's tail):
-  // deliver what is queued, then close. The HalfClose handler turns it off
-  // to keep a half-closed connection open.
-  bool closeOnPeerFin = true;
   // Closes for these reasons become resets (SO_LINGER {1,0}): a dead or
   // abusive peer must not hold a TIME_WAIT slot. Bit i is CloseReason i.
   std::uint32_t resetOnReasons =
@@ -84,7 +99,8 @@ struct ConnectionStats {
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   using Ptr = std::shared_ptr<Connection>;
-  // Owner hook: called on the loop thread once the connection is Closed.
+  // Owner hook (ConnectionAccess): called on the loop thread once the
+  // connection is Closed.
   using ClosedHook = std::function<void(const Ptr&)>;
 
   Connection(EventLoop& loop, Socket socket, std::uint64_t id, ConnectionOptions options = {});
@@ -93,31 +109,33 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Connection& operator=(const Connection&) = delete;
 
   // ---- any thread -------------------------------------------------------------
-  // Sends through the whole pipeline (from the application end). Returns false
-  // when the connection can no longer send; the data is then dropped.
+  // Writes through the whole pipeline, from the application end, as a
+  // handler's ctx.write does. True when the connection accepted the bytes:
+  // on the loop thread that is the write's own answer; from another thread
+  // the bytes are copied once and written on the loop, and true means the
+  // connection could still write when send() was called.
   bool send(std::string_view data);
   bool send(std::span<const char> data) { return send(std::string_view(data.data(), data.size())); }
   bool send(const std::string& data) { return send(std::string_view(data)); }
   bool send(const char* data) { return send(std::string_view(data)); }
+  // One whole message, through the pipeline's codec (writeFrame), as a
+  // handler's ctx.writeFrame does. Same answer as send().
+  bool sendFrame(std::string_view payload);
   // Flush what is queued, send FIN, keep reading until the peer's FIN, then
-  // close; after shutdownTimeout the connection is aborted.
-  void shutdown();
-  // Flush what is queued, then close. After closeTimeout it is aborted.
-  void close();
+  // close with `reason`; after shutdownTimeout the connection is reset.
+  void shutdown(CloseReason reason = CloseReason::Shutdown);
+  // The close path (see the top of this file): with Flush, what is queued is
+  // delivered first (bounded by closeTimeout, then a reset).
+  void close(CloseReason reason = CloseReason::LocalClose, CloseMode mode = CloseMode::Flush);
+  // close(reason, CloseMode::Reset): queued output is dropped, the peer
+  // reads ECONNRESET and no TIME_WAIT is left on either side.
+  void abort(CloseReason reason = CloseReason::Abort) { close(reason, CloseMode::Reset); }
   // For request/response clients: leave the closing to the peer, so TIME_WAIT
   // lands on its side. Waits up to `deadline` for the peer's FIN (the
   // connection then closes as usual), else closes itself.
   void awaitPeerClose(Duration deadline);
-  // Close at once with a reset (SO_LINGER {1,0}): queued output is dropped,
-  // the peer reads ECONNRESET and no TIME_WAIT is left on either side.
-  void abort(CloseReason reason = CloseReason::Abort);
-  // Close at once with a FIN, dropping queued output.
-  void forceClose(CloseReason reason);
 
   // ---- loop thread ---------------------------------------------------------------
-  // Registers with the loop and fires onConnected. Called by the owner.
-  void startInLoop();
-  void sendInLoop(const Slices& data) { pipeline_.write(data); }
   void pauseReading();
   void resumeReading();
   void setWriteCoalescing(bool on);
@@ -130,11 +148,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   [[nodiscard]] bool closed() const noexcept { return state() == ConnectionState::Closed; }
   // Whether a write now can still reach the peer. False once a FIN is sent or
   // waiting for the queue to drain (shutdown(), Server::stop()): the state is
-  // still Open then and input is still read, but writes are dropped. A
-  // handler that answers requests checks this before it counts one answered.
+  // still Open then and input is still read, but writes are refused. Any
+  // thread.
   [[nodiscard]] bool canWrite() const noexcept {
     const ConnectionState s = state();
-    return (s == ConnectionState::Open || s == ConnectionState::PeerHalfClosed) && !shutdownPending_;
+    return (s == ConnectionState::Open || s == ConnectionState::PeerHalfClosed) &&
+           !shutdownPending_.load(std::memory_order_acquire);
   }
   [[nodiscard]] std::optional<CloseReason> closeReason() const noexcept { return closeReason_; }
   [[nodiscard]] const SocketAddress& localAddress() const noexcept { return local_; }
@@ -149,36 +168,45 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
   [[nodiscard]] std::optional<TcpInfo> tcpInfo() const noexcept { return socket_.tcpInfo(); }
 
-  void setClosedHook(ClosedHook hook) { closedHook_ = std::move(hook); }
-  // Runs after each read's inbound dispatch, before output is flushed
-  // (TcpTuning re-arms TCP_QUICKACK here). Loop thread; one per connection.
-  void setAfterReadHook(std::function<void(Connection&)> hook) { afterRead_ = std::move(hook); }
-
-  // ---- the pipeline's head calls these -------------------------------------------
-  void writeRaw(const Slices& data);
-  void flushRaw();
-  void shutdownRaw();
-  void closeRaw(CloseReason reason);
-
  private:
+  friend class ConnectionAccess;
   struct FlushAtEnd final : Deferred {
     explicit FlushAtEnd(Connection& c) noexcept : conn(c) {}
     void runDeferred() override;
     Connection& conn;
   };
+  // Watermark events, delivered once the write or flush that caused them has
+  // returned (at the end of the loop iteration), in the order they happened.
+  struct NotifyAtEnd final : Deferred {
+    explicit NotifyAtEnd(Connection& c) noexcept : conn(c) {}
+    void runDeferred() override;
+    Connection& conn;
+  };
+  enum class Notice : std::uint8_t { None, High, Writable };
+
+  void startInLoop();
+  std::error_code writeRaw(const Slices& data);
+  void flushRaw();
+  void shutdownRaw(CloseReason reason);
+  void closeRaw(CloseReason reason, CloseMode mode);
+
   void onEvents(std::uint32_t events);
   void handleRead(std::uint32_t events);
+  ssize_t readOnce(std::size_t limit, std::size_t& offered);
   void handlePeerFin();
   void handleError(int err);
   void closeNow(CloseReason reason, bool reset);
   void updateInterest();
   bool wantRead() const noexcept;
   bool sendQueued();  // false when the connection failed
+  ssize_t writeVector(const iovec* iov, int count);
   void afterOutputShrank();
   void doShutdownWrite();
-  void armDeadline(Duration d, CloseReason reason, bool reset);
+  void armDeadline(Duration d, CloseReason reason, CloseMode mode);
   void scheduleFlush();
+  void notify(Notice n);
   void failLater(int err);
+  void closeLater(CloseReason reason, CloseMode mode);
   void setState(ConnectionState s) noexcept { state_.store(s, std::memory_order_release); }
   // Runs f(conn) on the loop: now when on the loop thread, else queued with a
   // weak reference (a connection gone by then is skipped).
@@ -192,23 +220,29 @@ class Connection : public std::enable_shared_from_this<Connection> {
   SocketAddress local_;
   SocketAddress peer_;
   std::atomic<ConnectionState> state_{ConnectionState::Connecting};  // read from any thread by send()
+  std::atomic<bool> shutdownPending_{false};  // shutdown() waits for the output to drain; read by send()
   std::optional<CloseReason> closeReason_;
   CloseReason pendingReason_ = CloseReason::LocalClose;  // for Closing
-  bool shutdownPending_ = false;                         // shutdown() waits for the output to drain
+  CloseReason shutdownReason_ = CloseReason::Shutdown;   // for LocalHalfClosed
   bool aboveHighWatermark_ = false;
   bool pausedByUser_ = false;
   bool pausedByBackpressure_ = false;
   bool pausedByInputCap_ = false;
   bool flushScheduled_ = false;
   bool inRead_ = false;
+  bool watchFailed_ = false;
+  std::uint32_t interest_ = 0;  // what the connection wants watched (also without a socket)
+  std::size_t highQueued_ = 0;  // queue size at the last high-watermark crossing
+  std::array<Notice, 2> notices_{};
   TimerId deadline_;
+  Transport* transport_ = nullptr;  // null: the socket, by direct syscalls
   Buffer input_;
   Buffer output_;
   ConnectionStats stats_;
   Pipeline pipeline_;
-  std::function<void(Connection&)> afterRead_;
   ClosedHook closedHook_;
   FlushAtEnd flushAtEnd_{*this};
+  NotifyAtEnd notifyAtEnd_{*this};
   Watcher watcher_;  // last: detached before anything else is torn down
 };
 

@@ -50,18 +50,25 @@ void FrameCodec::onData(HandlerContext& ctx, Buffer& in) {
   }
 }
 
-void FrameCodec::writeFrame(HandlerContext& ctx, const Slices& payload) {
-  if (payload.totalBytes() > maxFrame_ || payload.count() == Slices::kMax) {
-    KEEL_ERROR("conn {}: refusing to send a {} byte frame (limit {}, at most {} pieces)",
-               ctx.connection().id(), payload.totalBytes(), maxFrame_, Slices::kMax - 1);
-    return;
+std::error_code FrameCodec::writeFrame(HandlerContext& ctx, const Slices& payload) {
+  if (payload.totalBytes() > maxFrame_) {
+    ++framesRefused_;
+    KEEL_DEBUG("conn {}: refusing to send a {} byte frame (limit {})", ctx.connection().id(),
+               payload.totalBytes(), maxFrame_);
+    return std::make_error_code(std::errc::message_size);
+  }
+  if (payload.full()) {
+    // The header needs one of the four parts.
+    ++framesRefused_;
+    return std::make_error_code(std::errc::argument_list_too_long);
   }
   char header[kHeaderBytes];
   encodeHeader(static_cast<std::uint32_t>(payload.totalBytes()), header);
   Slices out(std::span<const char>(header, kHeaderBytes));
-  for (const auto& part : payload) out.add(part);
-  ++framesOut_;
-  ctx.write(out);
+  for (const auto& part : payload) (void)out.add(part);  // fits: checked above
+  const std::error_code ec = ctx.write(out);
+  if (!ec) ++framesOut_;
+  return ec;
 }
 
 }  // namespace keel

@@ -10,8 +10,11 @@
 // user events, so they share the connection with application messages and
 // never reach an application handler that only implements onFrame.
 //
-// A length above maxFrame is refused before anything is allocated for it:
-// the connection closes with CloseReason::ProtocolError.
+// An inbound length above maxFrame is refused before anything is allocated
+// for it: the connection closes with CloseReason::ProtocolError. An
+// outbound payload above maxFrame is refused to the caller
+// (std::errc::message_size from writeFrame, false from sendFrame) and
+// counted; the connection stays open, and nothing of it is sent.
 #pragma once
 
 #include <cstddef>
@@ -38,12 +41,14 @@ class FrameCodec : public Handler {
 
   [[nodiscard]] std::string_view name() const noexcept override { return "frame-codec"; }
   void onData(HandlerContext& ctx, Buffer& in) override;
-  void writeFrame(HandlerContext& ctx, const Slices& payload) override;
+  std::error_code writeFrame(HandlerContext& ctx, const Slices& payload) override;
 
   [[nodiscard]] std::size_t maxFrame() const noexcept { return maxFrame_; }
   [[nodiscard]] std::uint64_t framesIn() const noexcept { return framesIn_; }
   [[nodiscard]] std::uint64_t framesOut() const noexcept { return framesOut_; }
   [[nodiscard]] std::uint64_t controlFramesIn() const noexcept { return controlIn_; }
+  // Outbound frames refused (over maxFrame, or too many parts).
+  [[nodiscard]] std::uint64_t framesRefused() const noexcept { return framesRefused_; }
 
   // The 4 header bytes for a payload of n bytes (n < 2^31).
   static void encodeHeader(std::uint32_t n, char out[kHeaderBytes], bool control = false) noexcept;
@@ -53,6 +58,7 @@ class FrameCodec : public Handler {
   std::uint64_t framesIn_ = 0;
   std::uint64_t framesOut_ = 0;
   std::uint64_t controlIn_ = 0;
+  std::uint64_t framesRefused_ = 0;
 };
 
 }  // namespace keel

@@ -7,97 +7,58 @@
 
 namespace keel {
 
-std::string_view toString(HalfClosePolicy policy) noexcept {
-  switch (policy) {
-    case HalfClosePolicy::CloseNow:
-      return "close-now";
-    case HalfClosePolicy::FinishWrites:
-      return "finish-writes";
-    case HalfClosePolicy::StayOpen:
-      return "stay-open";
-  }
-  return "unknown";
-}
+void HalfClose::handlerAdded(HandlerContext& ctx) { ctx_ = &ctx; }
 
-HalfClose::~HalfClose() { stopLinger(); }
-
-void HalfClose::handlerAdded(HandlerContext& ctx) {
-  ctx_ = &ctx;
-  loop_ = &ctx.loop();
-  savedCloseOnPeerFin_ = ctx.connection().options().closeOnPeerFin;
-  applyOption();
-}
-
-void HalfClose::handlerRemoved(HandlerContext& ctx) {
-  stopLinger();
-  ctx.connection().options().closeOnPeerFin = savedCloseOnPeerFin_;
+void HalfClose::handlerRemoved(HandlerContext&) {
+  lingerTimer_.cancel();
   ctx_ = nullptr;
-}
-
-void HalfClose::applyOption() noexcept {
-  // Only FinishWrites wants the tail's flush-then-close. StayOpen must keep
-  // the connection. CloseNow closes it itself, without the flush.
-  ctx_->connection().options().closeOnPeerFin = policy_ == HalfClosePolicy::FinishWrites;
 }
 
 void HalfClose::setPolicy(HalfClosePolicy policy) {
   policy_ = policy;
-  if (ctx_ == nullptr) return;
-  applyOption();
-  if (policy != HalfClosePolicy::StayOpen) stopLinger();
-  // Last statement: closing from outside any pipeline event destroys this
-  // handler before enforce() returns.
-  if (finSeen_) enforce(*ctx_);
-}
-
-void HalfClose::onPeerHalfClosed(HandlerContext& ctx) {
-  finSeen_ = true;
-  KEEL_DEBUG("conn {}: peer half-closed, policy {}", ctx.connection().id(), toString(policy_));
-  // The application hears of the FIN first, whatever the policy: under
-  // FinishWrites it may still queue a last answer, under StayOpen it starts
-  // answering, under CloseNow it at least learns why the connection ends.
-  ctx.firePeerHalfClosed();
-  enforce(ctx);  // we are inside a pipeline event, so this handler stays alive
-}
-
-void HalfClose::enforce(HandlerContext& ctx) {
-  Connection& conn = ctx.connection();
+  if (policy != HalfClosePolicy::StayOpen) lingerTimer_.cancel();
+  if (ctx_ == nullptr || !finSeen_) return;
+  // The FIN came before this policy: apply it now. The close starts at the
+  // application's end so every handler sees it, as the tail's own does.
+  Connection& conn = ctx_->connection();
   switch (policy_) {
     case HalfClosePolicy::CloseNow:
-      // Also overrides a graceful close() a handler may have started in
-      // response to the FIN: the policy is to drop unsent output.
-      if (!conn.closed()) conn.forceClose(CloseReason::PeerClosed);
+      if (!conn.closed()) conn.pipeline().close(CloseReason::PeerClosed, CloseMode::Now);
       break;
     case HalfClosePolicy::FinishWrites:
-      // Normally the tail closed already (closeOnPeerFin). This covers a
-      // handler after us that did not pass the FIN on, and a switch to
-      // FinishWrites after the FIN. The close starts at the application's
-      // end so every handler sees it, as the tail's own close does.
       if (conn.state() == ConnectionState::PeerHalfClosed) conn.pipeline().close(CloseReason::PeerClosed);
       break;
     case HalfClosePolicy::StayOpen:
-      if (conn.state() == ConnectionState::PeerHalfClosed && !lingerTimer_.valid()) {
-        lingerTimer_ = loop_->runAfter(linger_, [this] {
-          lingerTimer_ = {};
-          if (ctx_ == nullptr) return;
-          Connection& c = ctx_->connection();
-          if (c.state() != ConnectionState::PeerHalfClosed) return;
-          KEEL_DEBUG("conn {}: half-closed for {} ms without a close; closing", c.id(), linger_.count());
-          c.pipeline().close(CloseReason::PeerClosed);  // may destroy `this`: nothing after it
-        });
-      }
+      if (conn.state() == ConnectionState::PeerHalfClosed) startLinger(*ctx_);
       break;
   }
 }
 
-void HalfClose::onClosed(HandlerContext& ctx, CloseReason reason) {
-  stopLinger();
-  ctx.fireClosed(reason);
+void HalfClose::onPeerHalfClosed(HandlerContext& ctx, PeerFin& fin) {
+  finSeen_ = true;
+  KEEL_DEBUG("conn {}: peer half-closed, policy {}", ctx.connection().id(), toString(policy_));
+  fin.policy = policy_;
+  ctx.firePeerHalfClosed(fin);  // the application hears of it first; the tail then acts
+  if (fin.policy == HalfClosePolicy::StayOpen &&
+      ctx.connection().state() == ConnectionState::PeerHalfClosed) {
+    startLinger(ctx);
+  }
 }
 
-void HalfClose::stopLinger() noexcept {
-  if (lingerTimer_.valid() && loop_ != nullptr) loop_->cancel(lingerTimer_);
-  lingerTimer_ = {};
+void HalfClose::startLinger(HandlerContext& ctx) {
+  if (!lingerTimer_.armed()) lingerTimer_.arm(ctx, linger_);
+}
+
+void HalfClose::onLinger() {
+  Connection& c = ctx_->connection();
+  if (c.state() != ConnectionState::PeerHalfClosed) return;
+  KEEL_DEBUG("conn {}: half-closed for {} ms without a close; closing", c.id(), linger_.count());
+  c.pipeline().close(CloseReason::PeerClosed);
+}
+
+void HalfClose::onClosed(HandlerContext& ctx, CloseReason reason) {
+  lingerTimer_.cancel();
+  ctx.fireClosed(reason);
 }
 
 }  // namespace keel

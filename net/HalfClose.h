@@ -1,14 +1,16 @@
-// What a peer's FIN means for one connection.
+// What a peer's FIN means for one connection: the FIN policy, in one place.
 //
 // A FIN only says that the peer will send nothing more. Whether the
-// connection should end, and how, depends on the protocol, so it is a policy:
+// connection should end, and how, depends on the protocol, so it is a
+// policy. The FIN travels the pipeline as an event carrying the policy
+// (PeerFin, net/Handler.h); the tail carries out what arrives. Without a
+// HalfClose handler that is FinishWrites. With one, it is this handler's:
 //
-//   CloseNow      close at once and drop unsent output (forceClose with
+//   CloseNow      close at once and drop unsent output (CloseMode::Now,
 //                 CloseReason::PeerClosed). For peers whose FIN means "gone":
 //                 nothing we still owe them is worth sending.
-//   FinishWrites  (default) deliver what is queued, then close. This is the
-//                 pipeline tail's own default (ConnectionOptions::
-//                 closeOnPeerFin); muduo lost exactly this output (#117).
+//   FinishWrites  (default) deliver what is queued, then close. muduo lost
+//                 exactly this output (#117).
 //   StayOpen      keep the connection open so the application can still
 //                 answer: "upload, shutdown(SHUT_WR), read the reply". The
 //                 application closes it. If it has not after `linger`
@@ -16,16 +18,10 @@
 //                 with CloseReason::PeerClosed, so a forgetful application
 //                 cannot leak descriptors.
 //
-// In every case onPeerHalfClosed is passed on to the handlers after this one
-// before anything else happens: the application always learns of the FIN,
-// even under CloseNow, and can still queue a last answer under FinishWrites.
-//
-// While it is in the pipeline, HalfClose owns ConnectionOptions::
-// closeOnPeerFin. It turns the option off for StayOpen and CloseNow (the
-// tail's flush-then-close must not run: StayOpen keeps the connection, and
-// CloseNow closes it itself) and on for FinishWrites. handlerRemoved puts
-// back the value it found. Place it near the head, before any handler that
-// reacts to the FIN.
+// The FIN always reaches the handlers after this one, so the application
+// learns of it whatever the policy, and under FinishWrites can still queue a
+// last answer (the close comes from the tail, after them). A handler after
+// this one may still change fin.policy for this FIN.
 //
 // setPolicy works at run time. If the FIN has already arrived, the new
 // policy applies at once: FinishWrites closes after the queue drains and
@@ -40,15 +36,10 @@
 #include <cstdint>
 #include <string_view>
 
-#include "keel/core/TimerWheel.h"
 #include "keel/net/Handler.h"
+#include "keel/net/HandlerTimer.h"
 
 namespace keel {
-
-class EventLoop;
-
-enum class HalfClosePolicy : std::uint8_t { CloseNow, FinishWrites, StayOpen };
-[[nodiscard]] std::string_view toString(HalfClosePolicy policy) noexcept;
 
 class HalfClose final : public Handler {
  public:
@@ -57,7 +48,6 @@ class HalfClose final : public Handler {
   explicit HalfClose(HalfClosePolicy policy = HalfClosePolicy::FinishWrites,
                      std::chrono::milliseconds linger = kDefaultLinger) noexcept
       : policy_(policy), linger_(linger) {}
-  ~HalfClose() override;
   HalfClose(const HalfClose&) = delete;
   HalfClose& operator=(const HalfClose&) = delete;
 
@@ -70,25 +60,22 @@ class HalfClose final : public Handler {
   [[nodiscard]] HalfClosePolicy policy() const noexcept { return policy_; }
   [[nodiscard]] std::chrono::milliseconds linger() const noexcept { return linger_; }
   // True between a StayOpen FIN and the close (the linger timer runs).
-  [[nodiscard]] bool lingering() const noexcept { return lingerTimer_.valid(); }
+  [[nodiscard]] bool lingering() const noexcept { return lingerTimer_.armed(); }
   [[nodiscard]] bool finSeen() const noexcept { return finSeen_; }
 
   void handlerAdded(HandlerContext& ctx) override;
   void handlerRemoved(HandlerContext& ctx) override;
-  void onPeerHalfClosed(HandlerContext& ctx) override;
+  void onPeerHalfClosed(HandlerContext& ctx, PeerFin& fin) override;
   void onClosed(HandlerContext& ctx, CloseReason reason) override;
 
  private:
-  void applyOption() noexcept;
-  void enforce(HandlerContext& ctx);  // carry out the policy after a FIN
-  void stopLinger() noexcept;
+  void startLinger(HandlerContext& ctx);
+  void onLinger();
 
   HalfClosePolicy policy_;
   std::chrono::milliseconds linger_;
   HandlerContext* ctx_ = nullptr;  // valid between handlerAdded and handlerRemoved
-  EventLoop* loop_ = nullptr;
-  TimerId lingerTimer_;
-  bool savedCloseOnPeerFin_ = true;
+  HandlerTimer lingerTimer_{[this] { onLinger(); }};
   bool finSeen_ = false;
 };
 

@@ -3,23 +3,51 @@
 #include "keel/core/Log.h"
 #include "keel/net/Buffer.h"
 #include "keel/net/Connection.h"
+#include "keel/net/internal/ConnectionAccess.h"
 
 namespace keel {
+
+std::string_view toString(CloseMode mode) noexcept {
+  switch (mode) {
+    case CloseMode::Flush:
+      return "flush";
+    case CloseMode::Now:
+      return "now";
+    case CloseMode::Reset:
+      return "reset";
+  }
+  return "unknown";
+}
+
+std::string_view toString(HalfClosePolicy policy) noexcept {
+  switch (policy) {
+    case HalfClosePolicy::CloseNow:
+      return "close-now";
+    case HalfClosePolicy::FinishWrites:
+      return "finish-writes";
+    case HalfClosePolicy::StayOpen:
+      return "stay-open";
+  }
+  return "unknown";
+}
 
 // ---- Handler defaults: pass everything on ---------------------------------
 void Handler::onConnected(HandlerContext& ctx) { ctx.fireConnected(); }
 void Handler::onData(HandlerContext& ctx, Buffer& in) { ctx.fireData(in); }
 void Handler::onFrame(HandlerContext& ctx, std::span<const char> frame) { ctx.fireFrame(frame); }
-void Handler::onPeerHalfClosed(HandlerContext& ctx) { ctx.firePeerHalfClosed(); }
+void Handler::onPeerHalfClosed(HandlerContext& ctx, PeerFin& fin) { ctx.firePeerHalfClosed(fin); }
+void Handler::onReadComplete(HandlerContext& ctx) { ctx.fireReadComplete(); }
 void Handler::onHighWatermark(HandlerContext& ctx, std::size_t queued) { ctx.fireHighWatermark(queued); }
 void Handler::onWritable(HandlerContext& ctx) { ctx.fireWritable(); }
 void Handler::onUserEvent(HandlerContext& ctx, const UserEvent& event) { ctx.fireUserEvent(event); }
 void Handler::onClosed(HandlerContext& ctx, CloseReason reason) { ctx.fireClosed(reason); }
-void Handler::write(HandlerContext& ctx, const Slices& data) { ctx.write(data); }
-void Handler::writeFrame(HandlerContext& ctx, const Slices& payload) { ctx.writeFrame(payload); }
+std::error_code Handler::write(HandlerContext& ctx, const Slices& data) { return ctx.write(data); }
+std::error_code Handler::writeFrame(HandlerContext& ctx, const Slices& payload) {
+  return ctx.writeFrame(payload);
+}
 void Handler::flush(HandlerContext& ctx) { ctx.flush(); }
-void Handler::shutdown(HandlerContext& ctx) { ctx.shutdown(); }
-void Handler::close(HandlerContext& ctx, CloseReason reason) { ctx.close(reason); }
+void Handler::shutdown(HandlerContext& ctx, CloseReason reason) { ctx.shutdown(reason); }
+void Handler::close(HandlerContext& ctx, CloseReason reason, CloseMode mode) { ctx.close(reason, mode); }
 
 namespace {
 
@@ -27,16 +55,24 @@ namespace {
 class HeadHandler final : public Handler {
  public:
   std::string_view name() const noexcept override { return "head"; }
-  void write(HandlerContext& ctx, const Slices& data) override { ctx.connection().writeRaw(data); }
+  std::error_code write(HandlerContext& ctx, const Slices& data) override {
+    return ConnectionAccess::write(ctx.connection(), data);
+  }
   // No codec turned the message into bytes: it is bytes already.
-  void writeFrame(HandlerContext& ctx, const Slices& payload) override { ctx.connection().writeRaw(payload); }
-  void flush(HandlerContext& ctx) override { ctx.connection().flushRaw(); }
-  void shutdown(HandlerContext& ctx) override { ctx.connection().shutdownRaw(); }
-  void close(HandlerContext& ctx, CloseReason reason) override { ctx.connection().closeRaw(reason); }
+  std::error_code writeFrame(HandlerContext& ctx, const Slices& payload) override {
+    return ConnectionAccess::write(ctx.connection(), payload);
+  }
+  void flush(HandlerContext& ctx) override { ConnectionAccess::flush(ctx.connection()); }
+  void shutdown(HandlerContext& ctx, CloseReason reason) override {
+    ConnectionAccess::shutdown(ctx.connection(), reason);
+  }
+  void close(HandlerContext& ctx, CloseReason reason, CloseMode mode) override {
+    ConnectionAccess::close(ctx.connection(), reason, mode);
+  }
 };
 
-// The application end: inbound events nobody consumed stop here, and a
-// peer's FIN gets keel's default policy.
+// The application end: inbound events nobody consumed stop here, and the
+// peer-FIN policy that arrives is carried out (PeerFin).
 class TailHandler final : public Handler {
  public:
   std::string_view name() const noexcept override { return "tail"; }
@@ -46,10 +82,19 @@ class TailHandler final : public Handler {
     KEEL_DEBUG("conn {}: frame of {} bytes reached the end of the pipeline unhandled", ctx.connection().id(),
                frame.size());
   }
-  // Default policy for a peer FIN: deliver whatever is queued, then close.
-  void onPeerHalfClosed(HandlerContext& ctx) override {
-    if (ctx.connection().options().closeOnPeerFin) ctx.close(CloseReason::PeerClosed);
+  void onPeerHalfClosed(HandlerContext& ctx, PeerFin& fin) override {
+    switch (fin.policy) {
+      case HalfClosePolicy::FinishWrites:
+        ctx.close(CloseReason::PeerClosed, CloseMode::Flush);
+        break;
+      case HalfClosePolicy::CloseNow:
+        ctx.close(CloseReason::PeerClosed, CloseMode::Now);
+        break;
+      case HalfClosePolicy::StayOpen:
+        break;  // the application answers and closes (HalfClose bounds the wait)
+    }
   }
+  void onReadComplete(HandlerContext&) override {}
   void onHighWatermark(HandlerContext&, std::size_t) override {}
   void onWritable(HandlerContext&) override {}
   void onUserEvent(HandlerContext&, const UserEvent&) override {}
@@ -57,19 +102,6 @@ class TailHandler final : public Handler {
 };
 
 }  // namespace
-
-class Pipeline::Guard {
- public:
-  explicit Guard(Pipeline& p) noexcept : p_(p) { ++p_.depth_; }
-  ~Guard() {
-    if (--p_.depth_ == 0 && !p_.graveyard_.empty()) p_.collect();
-  }
-  Guard(const Guard&) = delete;
-  Guard& operator=(const Guard&) = delete;
-
- private:
-  Pipeline& p_;
-};
 
 // ---- HandlerContext ---------------------------------------------------------
 Connection& HandlerContext::connection() const noexcept { return pipeline_->conn_; }
@@ -95,21 +127,24 @@ HandlerContext* HandlerContext::prevLive() const noexcept {
 #define KEEL_OUTBOUND(call)          \
   Pipeline::Guard guard(*pipeline_); \
   HandlerContext* n = prevLive();    \
-  n->handler_->call;
+  return n->handler_->call;
 
 void HandlerContext::fireConnected() { KEEL_INBOUND(onConnected(*n)) }
 void HandlerContext::fireData(Buffer& in) { KEEL_INBOUND(onData(*n, in)) }
 void HandlerContext::fireFrame(std::span<const char> frame) { KEEL_INBOUND(onFrame(*n, frame)) }
-void HandlerContext::firePeerHalfClosed() { KEEL_INBOUND(onPeerHalfClosed(*n)) }
+void HandlerContext::firePeerHalfClosed(PeerFin& fin) { KEEL_INBOUND(onPeerHalfClosed(*n, fin)) }
+void HandlerContext::fireReadComplete() { KEEL_INBOUND(onReadComplete(*n)) }
 void HandlerContext::fireHighWatermark(std::size_t queued) { KEEL_INBOUND(onHighWatermark(*n, queued)) }
 void HandlerContext::fireWritable() { KEEL_INBOUND(onWritable(*n)) }
 void HandlerContext::fireUserEvent(const UserEvent& event) { KEEL_INBOUND(onUserEvent(*n, event)) }
-void HandlerContext::fireClosed(CloseReason reason) { KEEL_INBOUND(onClosed(*n, reason)) }
-void HandlerContext::write(const Slices& data) { KEEL_OUTBOUND(write(*n, data)) }
-void HandlerContext::writeFrame(const Slices& payload) { KEEL_OUTBOUND(writeFrame(*n, payload)) }
+void HandlerContext::fireClosed(CloseReason reason){
+    KEEL_INBOUND(onClosed(*n, reason))} std::error_code HandlerContext::write(const Slices& data){
+    KEEL_OUTBOUND(write(*n, data))} std::error_code HandlerContext::writeFrame(const Slices& payload) {
+  KEEL_OUTBOUND(writeFrame(*n, payload))
+}
 void HandlerContext::flush() { KEEL_OUTBOUND(flush(*n)) }
-void HandlerContext::shutdown() { KEEL_OUTBOUND(shutdown(*n)) }
-void HandlerContext::close(CloseReason reason) { KEEL_OUTBOUND(close(*n, reason)) }
+void HandlerContext::shutdown(CloseReason reason) { KEEL_OUTBOUND(shutdown(*n, reason)) }
+void HandlerContext::close(CloseReason reason, CloseMode mode) { KEEL_OUTBOUND(close(*n, reason, mode)) }
 
 #undef KEEL_INBOUND
 #undef KEEL_OUTBOUND
@@ -189,15 +224,16 @@ std::vector<std::string_view> Pipeline::names() const {
 
 void Pipeline::fireConnected() { head_->fireConnected(); }
 void Pipeline::fireData(Buffer& in) { head_->fireData(in); }
-void Pipeline::firePeerHalfClosed() { head_->firePeerHalfClosed(); }
+void Pipeline::firePeerHalfClosed(PeerFin& fin) { head_->firePeerHalfClosed(fin); }
+void Pipeline::fireReadComplete() { head_->fireReadComplete(); }
 void Pipeline::fireHighWatermark(std::size_t queued) { head_->fireHighWatermark(queued); }
 void Pipeline::fireWritable() { head_->fireWritable(); }
 void Pipeline::fireUserEvent(const UserEvent& event) { head_->fireUserEvent(event); }
 void Pipeline::fireClosed(CloseReason reason) { head_->fireClosed(reason); }
-void Pipeline::write(const Slices& data) { tail_->write(data); }
-void Pipeline::writeFrame(const Slices& payload) { tail_->writeFrame(payload); }
+std::error_code Pipeline::write(const Slices& data) { return tail_->write(data); }
+std::error_code Pipeline::writeFrame(const Slices& payload) { return tail_->writeFrame(payload); }
 void Pipeline::flush() { tail_->flush(); }
-void Pipeline::shutdown() { tail_->shutdown(); }
-void Pipeline::close(CloseReason reason) { tail_->close(reason); }
+void Pipeline::shutdown(CloseReason reason) { tail_->shutdown(reason); }
+void Pipeline::close(CloseReason reason, CloseMode mode) { tail_->close(reason, mode); }
 
 }  // namespace keel

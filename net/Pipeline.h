@@ -11,6 +11,7 @@
 
 #include <memory>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 #include "keel/net/Handler.h"
@@ -33,18 +34,19 @@ class HandlerContext {
   void fireConnected();
   void fireData(Buffer& in);
   void fireFrame(std::span<const char> frame);
-  void firePeerHalfClosed();
+  void firePeerHalfClosed(PeerFin& fin);
+  void fireReadComplete();
   void fireHighWatermark(std::size_t queued);
   void fireWritable();
   void fireUserEvent(const UserEvent& event);
   void fireClosed(CloseReason reason);
 
   // Outbound: hand the operation to the previous handler towards the socket.
-  void write(const Slices& data);
-  void writeFrame(const Slices& payload);
+  std::error_code write(const Slices& data);
+  std::error_code writeFrame(const Slices& payload);
   void flush();
-  void shutdown();
-  void close(CloseReason reason = CloseReason::LocalClose);
+  void shutdown(CloseReason reason = CloseReason::Shutdown);
+  void close(CloseReason reason = CloseReason::LocalClose, CloseMode mode = CloseMode::Flush);
 
   // Removes this context's handler from the pipeline.
   void remove();
@@ -119,20 +121,26 @@ class Pipeline {
   [[nodiscard]] std::size_t size() const noexcept { return count_; }
   [[nodiscard]] Connection& connection() const noexcept { return conn_; }
 
-  // Entry points used by the connection: inbound events start at the head,
-  // outbound operations at the tail (the application's end).
+  // Entry points: inbound events start at the head (the connection raises
+  // them), outbound operations at the tail (the application's end).
   void fireConnected();
   void fireData(Buffer& in);
-  void firePeerHalfClosed();
+  void firePeerHalfClosed(PeerFin& fin);
+  void fireReadComplete();
   void fireHighWatermark(std::size_t queued);
   void fireWritable();
   void fireUserEvent(const UserEvent& event);
   void fireClosed(CloseReason reason);
-  void write(const Slices& data);
-  void writeFrame(const Slices& payload);
+  std::error_code write(const Slices& data);
+  std::error_code writeFrame(const Slices& payload);
   void flush();
-  void shutdown();
-  void close(CloseReason reason);
+  void shutdown(CloseReason reason = CloseReason::Shutdown);
+  void close(CloseReason reason = CloseReason::LocalClose, CloseMode mode = CloseMode::Flush);
+
+  // True while an event or operation is passing through the pipeline (or a
+  // HandlerTimer callback runs): a handler closed now is destroyed only
+  // once the outermost one returns.
+  [[nodiscard]] bool dispatching() const noexcept { return depth_ > 0; }
 
   // Called by the connection once it is closed: every handler is told
   // handlerRemoved, then the chain is emptied.
@@ -140,7 +148,20 @@ class Pipeline {
 
  private:
   friend class HandlerContext;
-  class Guard;  // counts nested dispatch; frees removed contexts at depth 0
+  friend class HandlerTimer;
+  // Counts nested dispatch; frees removed contexts at depth 0.
+  class Guard {
+   public:
+    explicit Guard(Pipeline& p) noexcept : p_(p) { ++p_.depth_; }
+    ~Guard() {
+      if (--p_.depth_ == 0 && !p_.graveyard_.empty()) p_.collect();
+    }
+    Guard(const Guard&) = delete;
+    Guard& operator=(const Guard&) = delete;
+
+   private:
+    Pipeline& p_;
+  };
   void insertBefore(HandlerContext* at, std::unique_ptr<Handler> h);
   void unlink(HandlerContext* c);
   void collect() noexcept;

@@ -4,6 +4,8 @@
 
 #include "keel/core/Log.h"
 #include "keel/net/TimeWaitCounter.h"
+#include "keel/net/internal/Acceptor.h"
+#include "keel/net/internal/ConnectionAccess.h"
 
 namespace keel {
 
@@ -21,7 +23,7 @@ Server::~Server() {
   acceptor_.reset();
   runOnEachLoopAndWait([](Slot& s) {
     s.acceptor.reset();
-    for (auto& [id, conn] : s.connections) conn->forceClose(CloseReason::Shutdown);
+    for (auto& [id, conn] : s.connections) conn->close(CloseReason::Shutdown, CloseMode::Now);
     s.connections.clear();
   });
   pool_.stop();
@@ -66,13 +68,19 @@ std::error_code Server::start() {
     runOnEachLoopAndWait([this, &result](Slot& s) {
       if (result) return;
       s.acceptor = std::make_unique<Acceptor>(
-          *s.loop, [this, &s](Socket sock) { onAccepted(s, std::move(sock)); }, options_.acceptBatch);
+          *s.loop,
+          [this, &s](Socket sock, const SocketAddress& peer) { onAccepted(s, std::move(sock), peer); },
+          options_.acceptBatch);
       result = s.acceptor->listen(bound_, true, options_.backlog);
       if (!result) bound_ = s.acceptor->localAddress();
     });
   } else {
     acceptor_ = std::make_unique<Acceptor>(
-        loop_, [this](Socket sock) { onAccepted(*slots_.front(), std::move(sock)); }, options_.acceptBatch);
+        loop_,
+        [this](Socket sock, const SocketAddress& peer) {
+          onAccepted(*slots_.front(), std::move(sock), peer);
+        },
+        options_.acceptBatch);
     result = acceptor_->listen(listen_, false, options_.backlog);
     if (!result) bound_ = acceptor_->localAddress();
   }
@@ -89,7 +97,7 @@ std::error_code Server::start() {
   return {};
 }
 
-void Server::onAccepted(Slot& acceptingSlot, Socket socket) {
+void Server::onAccepted(Slot& acceptingSlot, Socket socket, const SocketAddress& peer) {
   if (count_.load(std::memory_order_relaxed) >= options_.maxConnections) {
     refusedFull_.fetch_add(1, std::memory_order_relaxed);
     KEEL_DEBUG("server: {} connections, refusing one more", options_.maxConnections);
@@ -99,24 +107,28 @@ void Server::onAccepted(Slot& acceptingSlot, Socket socket) {
   const std::uint64_t id = nextId_.fetch_add(1, std::memory_order_relaxed);
   Slot& target = options_.reusePort && options_.ioThreads > 0 ? acceptingSlot : slotFor(pool_.next());
   if (target.loop->isInLoopThread()) {
-    startConnection(target, std::move(socket), id);
+    startConnection(target, std::move(socket), peer, id);
     return;
   }
   // std::function needs a copyable callable, so the descriptor travels as an int.
   const int fd = socket.release().release();
-  target.loop->queueInLoop([this, &target, fd, id, alive = aliveWeak_] {
+  target.loop->queueInLoop([this, &target, fd, peer, id, alive = aliveWeak_] {
     Socket s{Fd(fd)};
     if (alive.expired()) return;
-    startConnection(target, std::move(s), id);
+    startConnection(target, std::move(s), peer, id);
   });
 }
 
-void Server::startConnection(Slot& slot, Socket socket, std::uint64_t id) {
+void Server::startConnection(Slot& slot, Socket socket, const SocketAddress& peer, std::uint64_t id) {
   auto conn = std::make_shared<Connection>(*slot.loop, std::move(socket), id, options_.connection);
-  conn->setClosedHook([this, &slot](const Connection::Ptr& c) { onClosed(slot, c); });
+  // accept()'s address: getpeername fails on a connection reset in the backlog.
+  if (peer.length() > 0) ConnectionAccess::setPeerAddress(*conn, peer);
+  // The owner's hook is not reachable from the PipelineInit (or any user
+  // code), so the table and the count cannot be bypassed.
+  ConnectionAccess::setClosedHook(*conn, [this, &slot](const Connection::Ptr& c) { onClosed(slot, c); });
   slot.connections.emplace(id, conn);
   if (init_) init_(*conn);
-  conn->startInLoop();
+  ConnectionAccess::start(*conn);
 }
 
 void Server::onClosed(Slot& slot, const Connection::Ptr& conn) {
@@ -146,7 +158,7 @@ void Server::stop(std::function<void()> done) {
     s->loop->runInLoop([&slot = *s, alive = aliveWeak_] {
       if (alive.expired()) return;
       if (slot.acceptor) slot.acceptor->close();
-      for (auto& [id, conn] : slot.connections) conn->shutdown();
+      for (auto& [id, conn] : slot.connections) conn->shutdown(CloseReason::Shutdown);
     });
   }
   stopTimer_ = loop_.runAfter(options_.stopTimeout, [this] {

@@ -25,10 +25,11 @@
 #include <vector>
 
 #include "keel/core/LoopThreadPool.h"
-#include "keel/net/Acceptor.h"
 #include "keel/net/Connection.h"
 
 namespace keel {
+
+class Acceptor;
 
 struct ServerOptions {
   std::size_t ioThreads = 0;           // 0: connections live on the base loop
@@ -90,8 +91,8 @@ class Server {
     std::unique_ptr<Acceptor> acceptor;  // with reusePort
   };
 
-  void onAccepted(Slot& slot, Socket socket);
-  void startConnection(Slot& slot, Socket socket, std::uint64_t id);
+  void onAccepted(Slot& slot, Socket socket, const SocketAddress& peer);
+  void startConnection(Slot& slot, Socket socket, const SocketAddress& peer, std::uint64_t id);
   void onClosed(Slot& slot, const Connection::Ptr& conn);
   Slot& slotFor(EventLoop& loop);
   void finishStopIfDone();

@@ -29,16 +29,13 @@ std::string errorPrefix(std::string_view what, int fd) {
   throw std::system_error(ec, errorPrefix(what, fd));
 }
 
-Socket makeSocket(sa_family_t family, int type, const char* what) {
-  int fd = ::socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+Socket makeSocket(sa_family_t family, int type, std::error_code& ec) noexcept {
+  const int fd = ::socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
-    auto ec = lastError();
-    std::string msg(what);
-    msg += " (family ";
-    msg += std::to_string(family);
-    msg += ')';
-    throw std::system_error(ec, msg);
+    ec = lastError();
+    return Socket();
   }
+  ec.clear();
   return Socket(Fd(fd));
 }
 
@@ -67,9 +64,13 @@ bool getPeerName(int fd, SocketAddress& addr) noexcept {
 
 }  // namespace
 
-Socket Socket::tcp(sa_family_t family) { return makeSocket(family, SOCK_STREAM, "socket(SOCK_STREAM)"); }
+Socket Socket::tcp(sa_family_t family, std::error_code& ec) noexcept {
+  return makeSocket(family, SOCK_STREAM, ec);
+}
 
-Socket Socket::udp(sa_family_t family) { return makeSocket(family, SOCK_DGRAM, "socket(SOCK_DGRAM)"); }
+Socket Socket::udp(sa_family_t family, std::error_code& ec) noexcept {
+  return makeSocket(family, SOCK_DGRAM, ec);
+}
 
 std::error_code Socket::bind(const SocketAddress& addr) noexcept {
   if (::bind(fd(), addr.data(), addr.length()) != 0) return lastError();
@@ -274,6 +275,10 @@ std::optional<TcpInfo> Socket::tcpInfo() const noexcept {
   info.bytesAcked = raw.tcpi_bytes_acked;
   info.bytesReceived = raw.tcpi_bytes_received;
   info.lastDataRecv = std::chrono::milliseconds(raw.tcpi_last_data_recv);
+  info.lastAckRecv = std::chrono::milliseconds(raw.tcpi_last_ack_recv);
+  info.notsentBytes = raw.tcpi_notsent_bytes;
+  info.segsOut = raw.tcpi_segs_out;
+  info.segsIn = raw.tcpi_segs_in;
   return info;
 }
 

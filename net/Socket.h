@@ -3,8 +3,10 @@
 // Option setters return std::error_code ([[nodiscard]]): a failed option is
 // never silently ignored; the caller logs or acts on it. errorMessage() turns
 // one into "setsockopt(TCP_NODELAY) on fd 7: Bad file descriptor" style text.
-// Getters throw std::system_error on failure: getsockopt on a live socket
-// failing is a programming error, not a condition to handle.
+// Opening a socket (tcp, udp, stream) and accept report failures through an
+// error_code (EMFILE is a condition to handle, not a bug). Getters throw
+// std::system_error on failure: getsockopt on a live socket failing is a
+// programming error. docs/design.md has the whole error policy.
 //
 // Thread-safety: like a file descriptor; keel uses each Socket on one loop.
 #pragma once
@@ -38,6 +40,10 @@ struct TcpInfo {
   std::uint64_t bytesAcked = 0;
   std::uint64_t bytesReceived = 0;
   std::chrono::milliseconds lastDataRecv{0};  // since the last data was received
+  std::chrono::milliseconds lastAckRecv{0};   // since the last ACK was received
+  std::uint32_t notsentBytes = 0;             // written to the socket, not yet sent
+  std::uint32_t segsOut = 0;                  // segments sent, retransmissions included
+  std::uint32_t segsIn = 0;                   // segments received
 };
 
 struct Linger {
@@ -50,10 +56,13 @@ class Socket {
   Socket() noexcept = default;
   explicit Socket(Fd fd) noexcept : fd_(std::move(fd)) {}
 
-  // socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0); throws std::system_error.
-  [[nodiscard]] static Socket tcp(sa_family_t family);
-  [[nodiscard]] static Socket udp(sa_family_t family);
-  [[nodiscard]] static Socket stream(sa_family_t family) { return tcp(family); }  // also AF_UNIX
+  // socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0). On failure the
+  // Socket is invalid and `ec` says why (EMFILE, EAFNOSUPPORT...).
+  [[nodiscard]] static Socket tcp(sa_family_t family, std::error_code& ec) noexcept;
+  [[nodiscard]] static Socket udp(sa_family_t family, std::error_code& ec) noexcept;
+  [[nodiscard]] static Socket stream(sa_family_t family, std::error_code& ec) noexcept {  // also AF_UNIX
+    return tcp(family, ec);
+  }
 
   [[nodiscard]] int fd() const noexcept { return fd_.get(); }
   [[nodiscard]] bool valid() const noexcept { return fd_.valid(); }

@@ -53,12 +53,6 @@ void TcpTuning::setProfile(TcpProfile profile) {
 
 void TcpTuning::apply(Connection& conn) {
   const bool latency = profile_ == TcpProfile::Latency;
-  if (latency) {
-    // Capturing only `this` fits std::function's small buffer: no allocation.
-    conn.setAfterReadHook([this](Connection& c) { rearmQuickAck(c); });
-  } else {
-    conn.setAfterReadHook(nullptr);
-  }
   if (conn.closed()) {
     corked_ = false;  // the descriptor is gone; nothing to set or undo
     return;
@@ -86,6 +80,18 @@ void TcpTuning::rearmQuickAck(Connection& conn) {
   if (check(conn, "setsockopt(TCP_QUICKACK)", conn.socket().setQuickAck(true))) ++quickAcksArmed_;
 }
 
+void TcpTuning::onReadComplete(HandlerContext& ctx) {
+  if (profile_ != TcpProfile::Latency) {
+    ctx.fireReadComplete();
+    return;
+  }
+  // Writes the handlers after this one make here still answer the read.
+  dispatching_ = quickAckOnlyWhenSilent_;
+  ctx.fireReadComplete();
+  dispatching_ = false;
+  rearmQuickAck(ctx.connection());
+}
+
 void TcpTuning::onData(HandlerContext& ctx, Buffer& in) {
   if (profile_ == TcpProfile::Latency && quickAckOnlyWhenSilent_) {
     wroteInDispatch_ = false;
@@ -104,13 +110,13 @@ void TcpTuning::onData(HandlerContext& ctx, Buffer& in) {
   if (corked_) uncork(ctx.connection());  // the dispatch's writes are all in: push them out
 }
 
-void TcpTuning::write(HandlerContext& ctx, const Slices& data) {
+std::error_code TcpTuning::write(HandlerContext& ctx, const Slices& data) {
   // Corking lazily, at the first write of a dispatch, puts the cork on
   // before any byte of the answer reaches the kernel (the effect of corking
   // before the dispatch) without a syscall for reads that answer nothing.
   if (dispatching_ && !corked_ && tcp_ && profile_ == TcpProfile::Throughput) cork(ctx.connection());
   if (dispatching_ && !data.empty()) wroteInDispatch_ = true;
-  ctx.write(data);
+  return ctx.write(data);
 }
 
 void TcpTuning::flush(HandlerContext& ctx) {

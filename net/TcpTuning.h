@@ -34,9 +34,10 @@
 //
 // Place TcpTuning first in the pipeline (nearest the socket): corking
 // watches the writes that pass through it, so it only sees writes from
-// handlers after it. TcpTuning owns the connection's after-read hook
-// (Connection::setAfterReadHook) while it is in the pipeline. Removing the
-// handler returns the connection to the Kernel profile.
+// handlers after it. The QUICKACK re-arm runs in onReadComplete, the
+// pipeline's after-read event, once the handlers after it have handled the
+// event too (so writes they make there count as "wrote something").
+// Removing the handler returns the connection to the Kernel profile.
 //
 // A failing setsockopt is never ignored: it is counted (optionFailures) and
 // logged with Socket::errorMessage, the first one at warn level and later
@@ -89,7 +90,8 @@ class TcpTuning final : public Handler {
   void handlerAdded(HandlerContext& ctx) override;
   void handlerRemoved(HandlerContext& ctx) override;
   void onData(HandlerContext& ctx, Buffer& in) override;
-  void write(HandlerContext& ctx, const Slices& data) override;
+  void onReadComplete(HandlerContext& ctx) override;
+  std::error_code write(HandlerContext& ctx, const Slices& data) override;
   void flush(HandlerContext& ctx) override;
 
  private:

@@ -131,12 +131,9 @@ SocketAddress UdpEndpoint::localAddress() const {
 
 std::error_code UdpEndpoint::open(sa_family_t family) {
   allocateBuffers();  // first, so running out of memory leaves no socket behind
-  try {
-    socket_ = Socket::udp(family);
-  } catch (const std::system_error& e) {
-    // EMFILE, EAFNOSUPPORT...: conditions the caller handles, not bugs.
-    return e.code();
-  }
+  std::error_code ec;
+  socket_ = Socket::udp(family, ec);
+  if (ec) return ec;  // EMFILE, EAFNOSUPPORT...: conditions the caller handles, not bugs
   pendingError_.clear();
   ++generation_;
   return {};
@@ -145,12 +142,8 @@ std::error_code UdpEndpoint::open(sa_family_t family) {
 std::error_code UdpEndpoint::startReading() {
   retireWatcher();
   watcher_ = std::make_unique<Watcher>(loop_, socket_.fd(), [this](std::uint32_t) { handleRead(); });
-  try {
-    watcher_->enable(Watcher::kRead);
-  } catch (const std::system_error& e) {
-    return e.code();  // epoll_ctl(ADD) failed (ENOMEM, ENOSPC): report it like a failed bind
-  }
-  return {};
+  // epoll_ctl(ADD) can fail (ENOMEM, ENOSPC): reported like a failed bind.
+  return watcher_->enable(Watcher::kRead);
 }
 
 void UdpEndpoint::retireWatcher() {

@@ -60,8 +60,8 @@ class Receiver final : public keel::Handler {
     digest_.add(in.readable());
     in.retrieveAll();
   }
-  void onPeerHalfClosed(keel::HandlerContext& ctx) override {
-    ctx.write(digest_.text() + "\n");
+  void onPeerHalfClosed(keel::HandlerContext& ctx, keel::PeerFin&) override {
+    (void)ctx.write(digest_.text() + "\n");
     ctx.close();  // flush the answer, then close (TIME_WAIT stays here, the cheap side)
   }
 

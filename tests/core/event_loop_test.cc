@@ -113,8 +113,8 @@ TEST(EventLoop, WatcherSeesReadabilityAndNoEpollCtlWhenInterestUnchanged) {
     got.append(buf, static_cast<std::size_t>(n));
     if (got == "hello") loop.quit();
   });
-  w.enable(Watcher::kRead);
-  w.enable(Watcher::kRead);  // unchanged: must be a no-op
+  ASSERT_FALSE(w.enable(Watcher::kRead));
+  ASSERT_FALSE(w.enable(Watcher::kRead));  // unchanged: must be a no-op
   EXPECT_EQ(w.interest(), Watcher::kRead);
   ASSERT_EQ(::write(wr.get(), "hello", 5), 5);
   loop.loop();
@@ -138,8 +138,8 @@ TEST(EventLoop, WatcherDestroyedByAnEarlierCallbackInTheSameBatchIsNotDispatched
     ++calls;
     wa.reset();
   });
-  wa->enable(Watcher::kRead);
-  wb->enable(Watcher::kRead);
+  ASSERT_FALSE(wa->enable(Watcher::kRead));
+  ASSERT_FALSE(wb->enable(Watcher::kRead));
   ASSERT_EQ(::write(aw.get(), "x", 1), 1);
   ASSERT_EQ(::write(bw.get(), "y", 1), 1);
   loop.runOnce(100ms);

@@ -1,24 +1,20 @@
 // Shared by the fuzz targets that drive a real keel Connection: one loop for
-// the whole process, and per input a fresh Connection on one end of a Unix
-// socketpair (the other end is kept so bytes the connection writes can be
-// read back). Bytes are handed to the pipeline with Pipeline::fireData, the
-// same entry the connection's read path uses, so no readv is in the way of
-// the fuzzer's input and every input runs in a few microseconds.
+// the whole process, and per input a fresh EmbeddedConnection (the real
+// Connection and Pipeline on an in-memory transport: no sockets, and what
+// the connection writes is read back with takeOutput()). Bytes are handed to
+// the pipeline with Pipeline::fireData, the same entry the connection's read
+// path uses, so every input runs in a few microseconds.
 //
 // Thread-safety: single-threaded (libFuzzer calls the target from one thread).
 #pragma once
 
 #include <cstdio>
 #include <cstdlib>
-#include <memory>
-
-#include <sys/socket.h>
 
 #include "keel/core/EventLoop.h"
-#include "keel/core/Fd.h"
 #include "keel/core/Log.h"
 #include "keel/net/Connection.h"
-#include "keel/net/Socket.h"
+#include "keel/net/EmbeddedConnection.h"
 
 // An invariant broken by an input: say which, then abort so libFuzzer keeps
 // the input as a crash artifact.
@@ -42,24 +38,18 @@ inline EventLoop& loop() {
   return *l;
 }
 
-// A started connection and the peer end of its socketpair.
+// A connection on an in-memory transport; start() opens it once the
+// target has built its pipeline.
 struct Pair {
-  Connection::Ptr conn;
-  Fd peer;
+  EmbeddedConnection ec{loop()};
+  Connection* conn = &ec.connection();
 
-  Pair() {
-    int sv[2];
-    FUZZ_CHECK(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0);
-    peer = Fd(sv[1]);
-    conn = std::make_shared<Connection>(loop(), Socket(Fd(sv[0])), 1);
-  }
+  Pair() = default;
   Pair(const Pair&) = delete;
   Pair& operator=(const Pair&) = delete;
-  ~Pair() {
-    if (!conn->closed()) conn->forceClose(CloseReason::LocalClose);
-    conn.reset();
-    loop().runOnce(Duration::zero());  // lets the loop drop what it queued for the connection
-  }
+  ~Pair() = default;  // EmbeddedConnection closes what is still open
+
+  void start() { ec.start(); }
 };
 
 }  // namespace keel::fuzz

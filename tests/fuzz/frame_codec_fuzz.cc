@@ -118,7 +118,7 @@ void runOnce(std::string_view stream, std::size_t maxFrame, std::uint8_t seed, b
   keel::fuzz::Pair pair;
   FrameCodec& codec = pair.conn->pipeline().emplaceLast<FrameCodec>(maxFrame);
   pair.conn->pipeline().emplaceLast<Recorder>(seen);
-  pair.conn->startInLoop();
+  pair.start();
 
   Buffer in;
   std::size_t pos = 0;

@@ -989,7 +989,7 @@ TEST(Detection, StoppedProcessHeartbeatVsKeepaliveVsUserTimeout) {
 // ---- kernel keepalive settings -----------------------------------------------------
 
 TEST(KeepAlive, SetsKeepaliveTimingAndUserTimeoutOnTheSocket) {
-  Socket s = Socket::tcp(AF_INET);
+  Socket s = keel::test::openTcp(AF_INET);
   ASSERT_FALSE(enableKernelKeepAlive(s, {.idle = 5s, .interval = 2s, .count = 4, .userTimeout = 1500ms}));
   EXPECT_TRUE(s.keepAlive());
   EXPECT_EQ(s.keepIdle(), 5s);
@@ -1000,7 +1000,7 @@ TEST(KeepAlive, SetsKeepaliveTimingAndUserTimeoutOnTheSocket) {
 }
 
 TEST(KeepAlive, OutOfRangeValuesAreRefusedBeforeAnythingChanges) {
-  Socket s = Socket::tcp(AF_INET);
+  Socket s = keel::test::openTcp(AF_INET);
   for (const KeepAliveParams& bad : {KeepAliveParams{.idle = 0s}, KeepAliveParams{.interval = 0s},
                                      KeepAliveParams{.count = 0}, KeepAliveParams{.count = 128},
                                      KeepAliveParams{.idle = 40000s}, KeepAliveParams{.userTimeout = -1ms}}) {
@@ -1145,12 +1145,12 @@ TEST(UdpHeartbeat, PeerIsDeadOnceItsEndpointCloses) {
 // Sits between the codec and the Heartbeat and notes when the first PING leaves.
 class FirstPingRecorder final : public Handler {
  public:
-  void write(HandlerContext& ctx, const Slices& data) override {
+  std::error_code write(HandlerContext& ctx, const Slices& data) override {
     if (!first_ && data.count() == 1 && data.totalBytes() == HeartbeatMessage::kFrameBytes) {
       const auto msg = HeartbeatMessage::decode(data[0].subspan(FrameCodec::kHeaderBytes));
       if (msg && msg->type == HeartbeatType::Ping) first_ = ctx.loop().now();
     }
-    ctx.write(data);
+    return ctx.write(data);
   }
   std::optional<TimePoint> first_;
 };

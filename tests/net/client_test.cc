@@ -32,11 +32,13 @@
 #include "keel/core/Watcher.h"
 #include "keel/net/Buffer.h"
 #include "keel/net/Connection.h"
-#include "keel/net/Connector.h"
 #include "keel/net/Handler.h"
 #include "keel/net/Pipeline.h"
 #include "keel/net/Socket.h"
 #include "keel/net/SocketAddress.h"
+#include "keel/net/internal/ConnectionAccess.h"
+#include "keel/net/internal/Connector.h"
+#include "support/TestNet.h"
 
 namespace keel {
 namespace {
@@ -147,7 +149,7 @@ class TestServer {
   // Bound but not listening yet: a TCP connect to it is refused (RST), and the
   // port stays reserved for the test until listen().
   [[nodiscard]] bool bind(const SocketAddress& addr) {
-    socket_ = Socket::stream(addr.family());
+    socket_ = keel::test::openStream(addr.family());
     if (addr.isInet() && socket_.setReuseAddr(true)) return false;
     if (socket_.bind(addr)) return false;
     address_ = socket_.localAddress();
@@ -156,7 +158,7 @@ class TestServer {
   [[nodiscard]] bool listen() {
     if (socket_.listen()) return false;
     watcher_ = std::make_unique<Watcher>(loop_, socket_.fd(), [this](std::uint32_t) { onReadable(); });
-    watcher_->setInterest(Watcher::kRead);
+    if (watcher_->setInterest(Watcher::kRead)) return false;
     return true;
   }
   [[nodiscard]] bool start(const SocketAddress& addr) { return bind(addr) && listen(); }
@@ -176,9 +178,11 @@ class TestServer {
       // Kept until the server goes (never released inside their own callbacks).
       auto conn = std::make_shared<Connection>(loop_, std::move(s), 1000 + conns_.size());
       conn->pipeline().emplaceLast<EchoHandler>();
-      conn->setClosedHook([this](const Connection::Ptr& c) { reasons_.push_back(*c->closeReason()); });
+      // This test server is an owner, as Server is: it uses the owner's access.
+      ConnectionAccess::setClosedHook(
+          *conn, [this](const Connection::Ptr& c) { reasons_.push_back(*c->closeReason()); });
       conns_.push_back(conn);
-      conn->startInLoop();
+      ConnectionAccess::start(*conn);
       if (accepted() <= closeFirst) conn->close();
     }
   }
@@ -449,14 +453,14 @@ TEST(Client, StopEndsTheRetries) {
 // for about one connection; fill it with connects nobody accepts until one
 // of them no longer completes.
 TEST(Client, ConnectTimeoutFailsAnAttemptThatHangs) {
-  Socket listener = Socket::stream(AF_INET);
+  Socket listener = keel::test::openStream(AF_INET);
   ASSERT_FALSE(listener.bind(SocketAddress::loopback4(0)));
   ASSERT_FALSE(listener.listen(0));
   const SocketAddress target = listener.localAddress();
   std::vector<Socket> fillers;
   bool full = false;
   for (int i = 0; i < 16 && !full; ++i) {
-    Socket s = Socket::stream(AF_INET);
+    Socket s = keel::test::openStream(AF_INET);
     const std::error_code ec = s.connect(target);
     if (ec == std::errc::operation_in_progress) {
       pollfd p{s.fd(), POLLOUT, 0};
@@ -717,7 +721,7 @@ TEST(Client, DestructionDuringRetriesCancelsThem) {
 
 TEST(Client, UsableFromAThreadOtherThanTheLoops) {
   // A plain blocking echo server on this thread; the client lives on a loop thread.
-  Socket listener = Socket::stream(AF_INET);
+  Socket listener = keel::test::openStream(AF_INET);
   ASSERT_FALSE(listener.bind(SocketAddress::loopback4(0)));
   ASSERT_FALSE(listener.listen());
   const SocketAddress address = listener.localAddress();

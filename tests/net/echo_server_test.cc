@@ -75,7 +75,7 @@ class BigReplyThenShutdown final : public Handler {
     ctx.shutdown();
     EXPECT_GT(ctx.connection().outputBytes(), 0u) << "the reply should not fit the socket buffers at once";
   }
-  void onPeerHalfClosed(HandlerContext& ctx) override { ctx.firePeerHalfClosed(); }
+  void onPeerHalfClosed(HandlerContext& ctx, PeerFin& fin) override { ctx.firePeerHalfClosed(fin); }
 
  private:
   std::string reply_;

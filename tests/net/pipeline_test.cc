@@ -48,17 +48,17 @@ class Recorder final : public Handler {
     log_->add(tag_ + ":data");
     ctx.fireData(in);
   }
-  void onPeerHalfClosed(HandlerContext& ctx) override {
+  void onPeerHalfClosed(HandlerContext& ctx, PeerFin& fin) override {
     log_->add(tag_ + ":fin");
-    ctx.firePeerHalfClosed();
+    ctx.firePeerHalfClosed(fin);
   }
   void onClosed(HandlerContext& ctx, CloseReason r) override {
     log_->add(tag_ + ":closed:" + std::string(toString(r)));
     ctx.fireClosed(r);
   }
-  void write(HandlerContext& ctx, const Slices& data) override {
+  std::error_code write(HandlerContext& ctx, const Slices& data) override {
     log_->add(tag_ + ":write");
-    ctx.write(data);
+    return ctx.write(data);
   }
 
  private:
@@ -69,11 +69,11 @@ class Recorder final : public Handler {
 // Upper-cases everything written through it (outbound interception).
 class Upper final : public Handler {
  public:
-  void write(HandlerContext& ctx, const Slices& data) override {
+  std::error_code write(HandlerContext& ctx, const Slices& data) override {
     std::string s;
     for (auto part : data) s.append(part.data(), part.size());
     for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    ctx.write(s);
+    return ctx.write(s);
   }
 };
 

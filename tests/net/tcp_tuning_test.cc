@@ -291,7 +291,7 @@ TEST(TcpTuning, AFailingSetsockoptIsCountedNotIgnored) {
   // A UDP socket claims to be inet, so the TCP options are tried, and the
   // kernel refuses them (ENOPROTOOPT).
   EventLoop loop;
-  Socket udp = Socket::udp(AF_INET);
+  Socket udp = keel::test::openUdp(AF_INET);
   ASSERT_FALSE(udp.bind(SocketAddress::loopback4(0)));
   ASSERT_FALSE(udp.connect(udp.localAddress()));
   auto conn = std::make_shared<Connection>(loop, std::move(udp), 1);

@@ -17,6 +17,7 @@
 #include "keel/core/EventLoop.h"
 #include "keel/net/Socket.h"
 #include "keel/net/SocketAddress.h"
+#include "support/TestNet.h"
 
 namespace keel {
 namespace {
@@ -44,7 +45,7 @@ void runFor(EventLoop& loop, Duration d) {
 
 bool haveIpv6Loopback() {
   try {
-    Socket s = Socket::udp(AF_INET6);
+    Socket s = keel::test::openUdp(AF_INET6);
     return !s.bind(SocketAddress::loopback6(0));
   } catch (const std::system_error&) {
     return false;

@@ -17,6 +17,20 @@
 
 namespace keel::test {
 
+Socket openTcp(sa_family_t family) {
+  std::error_code ec;
+  Socket s = Socket::tcp(family, ec);
+  if (ec) throw std::system_error(ec, "socket(SOCK_STREAM)");
+  return s;
+}
+
+Socket openUdp(sa_family_t family) {
+  std::error_code ec;
+  Socket s = Socket::udp(family, ec);
+  if (ec) throw std::system_error(ec, "socket(SOCK_DGRAM)");
+  return s;
+}
+
 BlockingClient::BlockingClient(const SocketAddress& addr, std::chrono::milliseconds timeout)
     : timeout_(timeout) {
   Fd fd(::socket(addr.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));

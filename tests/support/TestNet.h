@@ -14,11 +14,18 @@
 #include "keel/core/Fd.h"
 #include "keel/core/LoopThread.h"
 #include "keel/net/Server.h"
+#include "keel/net/Socket.h"
 #include "keel/net/SocketAddress.h"
 
 namespace keel::test {
 
 using namespace std::chrono_literals;
+
+// Socket::tcp/udp/stream for tests: a socket that cannot be opened is a
+// broken test machine, so it throws (and the test fails saying why).
+[[nodiscard]] Socket openTcp(sa_family_t family);
+[[nodiscard]] Socket openUdp(sa_family_t family);
+[[nodiscard]] inline Socket openStream(sa_family_t family) { return openTcp(family); }
 
 // A plain blocking-style client (poll with a deadline on every call), so the
 // code under test is only ever on the server side.

@@ -1,4 +1,4 @@
-#include "keel/net/Acceptor.h"
+#include "keel/net/internal/Acceptor.h"
 
 #include <cerrno>
 
@@ -19,11 +19,9 @@ Acceptor::Acceptor(EventLoop& loop, NewConnection cb, int batch)
 Acceptor::~Acceptor() { close(); }
 
 std::error_code Acceptor::listen(const SocketAddress& addr, bool reusePort, int backlog) {
-  try {
-    socket_ = Socket::stream(addr.family());
-  } catch (const std::system_error& e) {
-    return e.code();
-  }
+  std::error_code openError;
+  socket_ = Socket::stream(addr.family(), openError);
+  if (openError) return openError;
   if (addr.isInet()) {
     // A restarted server must be able to bind while old connections sit in TIME_WAIT.
     if (auto ec = socket_.setReuseAddr(true)) return ec;
@@ -40,7 +38,11 @@ std::error_code Acceptor::listen(const SocketAddress& addr, bool reusePort, int 
     return ec;
   }
   watcher_ = std::make_unique<Watcher>(loop_, socket_.fd(), [this](std::uint32_t) { onReadable(); });
-  watcher_->enable(Watcher::kRead);
+  if (auto ec = watcher_->enable(Watcher::kRead)) {
+    watcher_.reset();
+    socket_.close();
+    return ec;
+  }
   return {};
 }
 
@@ -52,21 +54,32 @@ void Acceptor::close() {
 }
 
 void Acceptor::pause() {
-  if (watcher_) watcher_->disable(Watcher::kRead);
+  // Removing interest cannot run out of memory; a failure here is the
+  // watcher's own log line and nothing more.
+  if (watcher_) (void)watcher_->disable(Watcher::kRead);
 }
 
 void Acceptor::resume() {
-  if (watcher_) watcher_->enable(Watcher::kRead);
+  if (!watcher_) return;
+  if (watcher_->enable(Watcher::kRead)) {
+    // Could not watch the listener again (ENOMEM): try once more later
+    // rather than stop accepting for good.
+    backoff_ = loop_.runAfter(std::chrono::milliseconds(100), [this] {
+      backoff_ = {};
+      resume();
+    });
+  }
 }
 
 void Acceptor::onReadable() {
   // Bounded batch: one busy listener must not starve the loop's connections.
   for (int i = 0; i < batch_ && socket_.valid(); ++i) {
     std::error_code ec;
-    Socket s = socket_.accept(nullptr, ec);
+    SocketAddress peer;
+    Socket s = socket_.accept(&peer, ec);
     if (s.valid()) {
       stats_.accepted.fetch_add(1, std::memory_order_relaxed);
-      cb_(std::move(s));
+      cb_(std::move(s), peer);
       continue;
     }
     const int err = ec.value();

@@ -1,3 +1,5 @@
+// Internal to keel (not installed): Client's connect attempts.
+//
 // Establishes one outgoing stream connection (TCP or Unix-domain) without
 // blocking the loop, retrying failed attempts with exponential back-off.
 //

@@ -1,3 +1,5 @@
+// Internal to keel (not installed): Server's listening socket.
+//
 // A listening socket on one loop that accepts in bounded batches.
 //
 // Running out of descriptors (EMFILE/ENFILE) must not turn the level-
@@ -24,7 +26,9 @@ namespace keel {
 
 class Acceptor {
  public:
-  using NewConnection = std::function<void(Socket socket)>;
+  // `peer` is the address accept() returned: a connection reset while it
+  // waited in the backlog has no address to ask getpeername for later.
+  using NewConnection = std::function<void(Socket socket, const SocketAddress& peer)>;
 
   // Written on the loop thread, readable from any thread.
   struct Stats {

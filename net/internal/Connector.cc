@@ -1,4 +1,4 @@
-#include "keel/net/Connector.h"
+#include "keel/net/internal/Connector.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -114,11 +114,11 @@ void Connector::attempt() {
   // Not inside the old watcher's callback here (attempts start from a timer),
   // so the previous attempt's watcher can go.
   watcher_.reset();
-  try {
-    socket_ = Socket::stream(server_.family());
-  } catch (const std::system_error& e) {
+  std::error_code openError;
+  socket_ = Socket::stream(server_.family(), openError);
+  if (openError) {
     // EMFILE and friends: worth another try later, like any failed attempt.
-    fail(e.code());
+    fail(openError);
     return;
   }
   const std::error_code ec = socket_.connect(server_);
@@ -131,7 +131,10 @@ void Connector::attempt() {
     return;
   }
   watcher_.emplace(loop_, socket_.fd(), [this](std::uint32_t events) { onWritable(events); });
-  watcher_->setInterest(Watcher::kWrite);
+  if (const std::error_code watchError = watcher_->setInterest(Watcher::kWrite)) {
+    fail(watchError);
+    return;
+  }
   if (options_.connectTimeout > Duration::zero()) {
     timeoutTimer_ = loop_.runAfter(options_.connectTimeout, [this] {
       timeoutTimer_ = {};
