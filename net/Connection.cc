@@ -339,6 +339,8 @@ void Connection::closeNow(CloseReason reason, bool reset) {
     }
     socket_.close();
   }
+  output_.retrieveAll();
+  account();  // nothing queued any more
   output_.release();
   KEEL_DEBUG("conn {} ({}) closed: {}", id_, peer_.toString(), toString(reason));
   pipeline_.fireClosed(reason);

@@ -51,6 +51,7 @@
 namespace keel {
 
 class ConnectionAccess;
+class OutputBudget;
 class Transport;
 
 // Caps and policies of one connection. docs/limits.md lists the defaults and
@@ -164,7 +165,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   [[nodiscard]] std::size_t outputBytes() const noexcept { return output_.readableBytes(); }
   [[nodiscard]] Buffer& input() noexcept { return input_; }
   [[nodiscard]] bool readingPaused() const noexcept {
-    return pausedByUser_ || pausedByBackpressure_ || pausedByInputCap_;
+    return pausedByUser_ || pausedByBackpressure_ || pausedByInputCap_ || pausedByBudget_;
   }
   [[nodiscard]] std::optional<TcpInfo> tcpInfo() const noexcept { return socket_.tcpInfo(); }
 
@@ -205,6 +206,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void armDeadline(Duration d, CloseReason reason, CloseMode mode);
   void scheduleFlush();
   void notify(Notice n);
+  void account() noexcept;  // reports a changed queue size to the server's budget
   void failLater(int err);
   void closeLater(CloseReason reason, CloseMode mode);
   void setState(ConnectionState s) noexcept { state_.store(s, std::memory_order_release); }
@@ -228,6 +230,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool pausedByUser_ = false;
   bool pausedByBackpressure_ = false;
   bool pausedByInputCap_ = false;
+  bool pausedByBudget_ = false;  // the server's output budget is spent
   bool flushScheduled_ = false;
   bool inRead_ = false;
   bool watchFailed_ = false;
@@ -236,6 +239,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::array<Notice, 2> notices_{};
   TimerId deadline_;
   Transport* transport_ = nullptr;  // null: the socket, by direct syscalls
+  OutputBudget* budget_ = nullptr;  // the owner's, when it keeps one
+  std::size_t accounted_ = 0;       // queued bytes last reported to budget_
   Buffer input_;
   Buffer output_;
   ConnectionStats stats_;

@@ -8,6 +8,7 @@
 
 #include "keel/core/Log.h"
 #include "keel/net/Connection.h"
+#include "keel/net/internal/OutputBudget.h"
 #include "keel/net/internal/Transport.h"
 
 namespace keel {
@@ -132,6 +133,7 @@ std::error_code Connection::writeRaw(const Slices& data) {
   }
   const std::size_t queued = output_.readableBytes();
   if (queued > stats_.peakOutput) stats_.peakOutput = queued;
+  account();
   if (options_.coalesceWrites) {
     scheduleFlush();
   } else {
@@ -147,6 +149,14 @@ std::error_code Connection::writeRaw(const Slices& data) {
     notify(Notice::High);
   }
   return {};
+}
+
+void Connection::account() noexcept {
+  if (budget_ == nullptr) return;
+  const std::size_t now = output_.readableBytes();
+  if (now == accounted_) return;
+  budget_->add(static_cast<std::int64_t>(now) - static_cast<std::int64_t>(accounted_));
+  accounted_ = now;
 }
 
 void Connection::scheduleFlush() {
@@ -189,6 +199,7 @@ bool Connection::sendQueued() {
   const ssize_t n = writeVector(&iov, 1);
   if (n > 0) {
     output_.retrieve(static_cast<std::size_t>(n));
+    account();
     stats_.bytesOut += static_cast<std::uint64_t>(n);
     ++stats_.writes;
     stats_.lastWrite = loop_.now();

@@ -1,11 +1,13 @@
 #include "keel/net/Server.h"
 
+#include <algorithm>
 #include <future>
 
 #include "keel/core/Log.h"
 #include "keel/net/TimeWaitCounter.h"
 #include "keel/net/internal/Acceptor.h"
 #include "keel/net/internal/ConnectionAccess.h"
+#include "keel/net/internal/OutputBudget.h"
 
 namespace keel {
 
@@ -13,13 +15,24 @@ Server::Server(EventLoop& loop, SocketAddress listen, ServerOptions options)
     : loop_(loop),
       listen_(listen),
       options_(std::move(options)),
-      pool_(loop, options_.ioThreads, "keel-io", options_.loopOptions) {}
+      pool_(loop, options_.ioThreads, "keel-io", options_.loopOptions) {
+  if (options_.outputBudget > 0) {
+    // Crossings are reported from any I/O loop; the decision is the base
+    // loop's, on the total as it is when the task runs.
+    budget_ = std::make_unique<OutputBudget>(options_.outputBudget, [this, alive = aliveWeak_] {
+      loop_.queueInLoop([this, alive] {
+        if (!alive.expired()) reviewBudget();
+      });
+    });
+  }
+}
 
 Server::~Server() {
   if (!started_) return;
   loop_.assertInLoopThread();
   alive_.reset();  // tasks still queued anywhere now skip this server
   if (stopTimer_.valid()) loop_.cancel(stopTimer_);
+  if (budgetTimer_.valid()) loop_.cancel(budgetTimer_);
   acceptor_.reset();
   runOnEachLoopAndWait([](Slot& s) {
     s.acceptor.reset();
@@ -103,6 +116,12 @@ void Server::onAccepted(Slot& acceptingSlot, Socket socket, const SocketAddress&
     KEEL_DEBUG("server: {} connections, refusing one more", options_.maxConnections);
     return;  // the socket closes here: the client sees a FIN before any data
   }
+  if (options_.maxConnectionsPerPeer > 0 && !admitPeer(peer)) {
+    refusedPerPeer_.fetch_add(1, std::memory_order_relaxed);
+    KEEL_DEBUG("server: {} already has {} connections, refusing one more", peer.toString(),
+               options_.maxConnectionsPerPeer);
+    return;
+  }
   count_.fetch_add(1, std::memory_order_relaxed);
   const std::uint64_t id = nextId_.fetch_add(1, std::memory_order_relaxed);
   Slot& target = options_.reusePort && options_.ioThreads > 0 ? acceptingSlot : slotFor(pool_.next());
@@ -126,6 +145,10 @@ void Server::startConnection(Slot& slot, Socket socket, const SocketAddress& pee
   // The owner's hook is not reachable from the PipelineInit (or any user
   // code), so the table and the count cannot be bypassed.
   ConnectionAccess::setClosedHook(*conn, [this, &slot](const Connection::Ptr& c) { onClosed(slot, c); });
+  if (budget_) {
+    ConnectionAccess::setOutputBudget(*conn, budget_.get());
+    if (budgetPaused_.load(std::memory_order_acquire)) ConnectionAccess::setBudgetPause(*conn, true);
+  }
   slot.connections.emplace(id, conn);
   if (init_) init_(*conn);
   ConnectionAccess::start(*conn);
@@ -135,6 +158,7 @@ void Server::onClosed(Slot& slot, const Connection::Ptr& conn) {
   const auto reason = conn->closeReason().value_or(CloseReason::Error);
   closed_.fetch_add(1, std::memory_order_relaxed);
   closedBy_[static_cast<std::size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
+  if (options_.maxConnectionsPerPeer > 0) releasePeer(conn->peerAddress());
   // Drop the table's reference after this iteration, never inside the
   // connection's own close path.
   slot.loop->queueInLoop([this, &slot, conn, alive = aliveWeak_] {
@@ -195,10 +219,91 @@ void Server::forEachConnection(std::function<void(const Connection::Ptr&)> f) {
   }
 }
 
+namespace {
+
+// The peer's IP without its port: the key of maxConnectionsPerPeer.
+std::string peerKey(const SocketAddress& peer) {
+  std::string key = peer.toString();
+  if (!peer.isInet()) return key;
+  const std::size_t colon = key.rfind(':');
+  return colon == std::string::npos ? key : key.substr(0, colon);
+}
+
+}  // namespace
+
+bool Server::admitPeer(const SocketAddress& peer) {
+  std::lock_guard lock(peersMutex_);
+  std::size_t& n = perPeer_[peerKey(peer)];
+  if (n >= options_.maxConnectionsPerPeer) return false;
+  ++n;
+  return true;
+}
+
+void Server::releasePeer(const SocketAddress& peer) {
+  std::lock_guard lock(peersMutex_);
+  const auto it = perPeer_.find(peerKey(peer));
+  if (it == perPeer_.end()) return;
+  if (--it->second == 0) perPeer_.erase(it);
+}
+
+void Server::reviewBudget() {
+  const bool over = budget_->over();
+  if (over == budgetPaused_.load(std::memory_order_relaxed)) return;
+  budgetPaused_.store(over, std::memory_order_release);
+  if (over) {
+    budgetPauses_.fetch_add(1, std::memory_order_relaxed);
+    KEEL_WARN("server: {} bytes of output queued, over the {} byte budget; reading paused everywhere",
+              budget_->total(), budget_->limit());
+    if (!budgetTimer_.valid()) budgetTimer_ = loop_.runAfter(options_.outputBudgetGrace, [this] { enforceBudget(); });
+  } else {
+    KEEL_INFO("server: queued output down to {} bytes; reading resumes", budget_->total());
+    if (budgetTimer_.valid()) loop_.cancel(budgetTimer_);
+    budgetTimer_ = {};
+  }
+  for (auto& s : slots_) {
+    s->loop->runInLoop([&slot = *s, over, alive = aliveWeak_] {
+      if (alive.expired()) return;
+      for (auto& [id, conn] : slot.connections) ConnectionAccess::setBudgetPause(*conn, over);
+    });
+  }
+}
+
+void Server::enforceBudget() {
+  budgetTimer_ = {};
+  if (!budget_->over()) return;
+  // Peers that have not drained for a whole grace period: reset the largest
+  // queues until the rest fits the budget.
+  std::vector<std::pair<std::size_t, Connection::Ptr>> queues;
+  std::mutex m;
+  runOnEachLoopAndWait([&](Slot& s) {
+    std::lock_guard lock(m);
+    for (auto& [id, conn] : s.connections) {
+      if (conn->outputBytes() > 0) queues.emplace_back(conn->outputBytes(), conn);
+    }
+  });
+  std::sort(queues.begin(), queues.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::int64_t excess = budget_->total() - budget_->limit();
+  for (auto& [bytes, conn] : queues) {
+    if (excess <= 0) break;
+    KEEL_WARN("conn {} ({}): {} bytes queued past the output budget's grace; closing (overloaded)", conn->id(),
+              conn->peerAddress().toString(), bytes);
+    conn->abort(CloseReason::Overloaded);
+    budgetCloses_.fetch_add(1, std::memory_order_relaxed);
+    excess -= static_cast<std::int64_t>(bytes);
+  }
+  // The resets complete on their loops; if the total is still over then,
+  // another grace period passes before the next round.
+  budgetTimer_ = loop_.runAfter(options_.outputBudgetGrace, [this] { enforceBudget(); });
+}
+
 ServerStats Server::stats() const {
   ServerStats st;
   st.accepted = nextId_.load(std::memory_order_relaxed) - 1;
   st.refusedFull = refusedFull_.load(std::memory_order_relaxed);
+  st.refusedPerPeer = refusedPerPeer_.load(std::memory_order_relaxed);
+  st.budgetPauses = budgetPauses_.load(std::memory_order_relaxed);
+  st.budgetCloses = budgetCloses_.load(std::memory_order_relaxed);
+  if (budget_) st.queuedOutput = static_cast<std::size_t>(std::max<std::int64_t>(budget_->total(), 0));
   st.closed = closed_.load(std::memory_order_relaxed);
   for (std::size_t i = 0; i < closedBy_.size(); ++i)
     st.closedBy[i] = closedBy_[i].load(std::memory_order_relaxed);

@@ -20,6 +20,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <string>
 #include <system_error>
 #include <unordered_map>
 #include <vector>
@@ -30,11 +32,24 @@
 namespace keel {
 
 class Acceptor;
+class OutputBudget;
 
 struct ServerOptions {
   std::size_t ioThreads = 0;           // 0: connections live on the base loop
   bool reusePort = false;              // one SO_REUSEPORT listener per I/O loop
   std::size_t maxConnections = 10000;  // beyond it new connections are closed at once
+  // Connections from one peer address (the IP, any port); 0 = no cap. At
+  // the cap further connections from that address are closed at once
+  // (refusedPerPeer), so one address cannot take every slot. Off by
+  // default: many clients can share one address behind a NAT or a proxy.
+  std::size_t maxConnectionsPerPeer = 0;
+  // Output queued across all connections. At the budget, reading pauses on
+  // every connection (no new requests, so no new answers) until the total
+  // drains to 3/4 of it. If it has not drained within outputBudgetGrace,
+  // the connections with the largest queues are reset as Overloaded, the
+  // largest first, until the total is under the budget. 0 = no budget.
+  std::size_t outputBudget = std::size_t{256} << 20;
+  Duration outputBudgetGrace = std::chrono::seconds(5);
   int backlog = SOMAXCONN;
   int acceptBatch = 64;  // accepts per readiness
   ConnectionOptions connection;
@@ -46,6 +61,10 @@ struct ServerStats {
   std::uint64_t accepted = 0;
   std::uint64_t refusedFull = 0;  // over maxConnections
   std::uint64_t droppedNoFd = 0;  // EMFILE/ENFILE
+  std::uint64_t refusedPerPeer = 0;   // over maxConnectionsPerPeer
+  std::uint64_t budgetPauses = 0;     // times reading paused everywhere for the output budget
+  std::uint64_t budgetCloses = 0;     // connections reset to bring the output back under budget
+  std::size_t queuedOutput = 0;       // output bytes queued across all connections now
   std::uint64_t closed = 0;
   std::array<std::uint64_t, kCloseReasonCount> closedBy{};  // indexed by CloseReason
   std::size_t open = 0;                                     // live connections
@@ -96,6 +115,11 @@ class Server {
   void onClosed(Slot& slot, const Connection::Ptr& conn);
   Slot& slotFor(EventLoop& loop);
   void finishStopIfDone();
+  // Base loop: pause or resume reading everywhere for the output budget.
+  void reviewBudget();
+  void enforceBudget();  // the grace ran out: reset the largest queues
+  [[nodiscard]] bool admitPeer(const SocketAddress& peer);
+  void releasePeer(const SocketAddress& peer);
   void runOnEachLoopAndWait(const std::function<void(Slot&)>& f);
 
   EventLoop& loop_;
@@ -109,6 +133,14 @@ class Server {
   std::atomic<std::size_t> count_{0};
   std::atomic<std::uint64_t> nextId_{1};
   std::atomic<std::uint64_t> refusedFull_{0};
+  std::atomic<std::uint64_t> refusedPerPeer_{0};
+  std::unique_ptr<OutputBudget> budget_;
+  std::atomic<bool> budgetPaused_{false};  // written on the base loop, read by I/O loops
+  TimerId budgetTimer_;
+  std::atomic<std::uint64_t> budgetPauses_{0};
+  std::atomic<std::uint64_t> budgetCloses_{0};
+  std::mutex peersMutex_;                          // accept and close run on different loops
+  std::unordered_map<std::string, std::size_t> perPeer_;  // guarded by peersMutex_
   std::atomic<std::uint64_t> closed_{0};
   std::array<std::atomic<std::uint64_t>, kCloseReasonCount> closedBy_{};
   bool started_ = false;

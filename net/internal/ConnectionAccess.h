@@ -14,6 +14,7 @@
 namespace keel {
 
 class Transport;
+class OutputBudget;
 
 class ConnectionAccess {
  public:
@@ -23,6 +24,13 @@ class ConnectionAccess {
   static void start(Connection& c) { c.startInLoop(); }
   static void setPeerAddress(Connection& c, const SocketAddress& peer) { c.peer_ = peer; }
   static void setTransport(Connection& c, Transport* t) noexcept { c.transport_ = t; }
+  // Server-wide output accounting (net/internal/OutputBudget.h).
+  static void setOutputBudget(Connection& c, OutputBudget* b) noexcept { c.budget_ = b; }
+  // Stops (or resumes) reading for the server's budget, on the loop thread.
+  static void setBudgetPause(Connection& c, bool on) {
+    c.pausedByBudget_ = on;
+    c.updateInterest();
+  }
   // Readiness as epoll would report it (EmbeddedConnection drives the
   // connection with these).
   static void onEvents(Connection& c, std::uint32_t events) { c.onEvents(events); }
