@@ -323,3 +323,23 @@ def rel(path):
         return str(path)
 
 
+
+
+# ---- plots ---------------------------------------------------------------------
+
+
+def gp_str(s):
+    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def run_gnuplot(script, gp_path):
+    gp_path.write_text("\n".join(script) + "\n")
+    try:
+        r = subprocess.run(["gnuplot", str(gp_path)], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        say(f"  gnuplot failed: {e}")
+        return False
+    if r.returncode != 0:
+        say(f"  gnuplot failed ({gp_path.name}): {r.stderr.strip()[-400:]}")
+        return False
+    return True
