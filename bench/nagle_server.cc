@@ -2,7 +2,7 @@
 //
 //   keel-rr --port P [--request-size 20] [--reply-size N]
 //           [--profile kernel|latency|throughput] [--threads T]
-//           [--reply-writes K] [--coalesce profile|on|off]
+//           [--reply-writes K] [--coalesce profile|on|off] [--quickack-when-silent]
 //
 // Unlike an echo server, which answers every piece of a request as it
 // arrives (so its reply carries the ACK the client's Nagle is waiting for,
@@ -24,6 +24,10 @@
 // coalescing then decides whether they leave as one sendmsg; --coalesce
 // overrides what the profile chose, so "latency without coalescing" (Nagle
 // off, one segment per write) can be measured next to it.
+//
+// --quickack-when-silent turns on TcpTuning::setQuickAckOnlyWhenSilent
+// (latency profile): no re-arm, and so no separate pure ACK, after a read
+// whose dispatch answered.
 //
 // Prints "keel-rr listening on 127.0.0.1:P" once it accepts connections, and
 // exits cleanly on SIGINT/SIGTERM.
@@ -89,6 +93,7 @@ int main(int argc, char** argv) {
   std::string profileName = "kernel";
   std::size_t replyWrites = 1;
   std::string coalesce = "profile";
+  bool quickAckWhenSilent = false;
   app.add_option("--host", host, "numeric IPv4 address to bind")->capture_default_str();
   app.add_option("--port", port, "TCP port (0 picks a free one)")->capture_default_str();
   app.add_option("--request-size", requestSize, "bytes in one request")
@@ -105,6 +110,8 @@ int main(int argc, char** argv) {
   app.add_option("--coalesce", coalesce, "write coalescing: as the profile sets it, or forced on/off")
       ->check(CLI::IsMember({"profile", "on", "off"}))
       ->capture_default_str();
+  app.add_flag("--quickack-when-silent", quickAckWhenSilent,
+               "latency profile: re-arm TCP_QUICKACK only after reads that wrote nothing");
   app.add_option("--threads", threads, "I/O threads (0: all on the main loop)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (replySize == 0) replySize = requestSize;
@@ -134,7 +141,7 @@ int main(int argc, char** argv) {
   serverPtr = &server;
   server.setPipelineInit([=](keel::Connection& conn) {
     // TcpTuning first, nearest the socket, as its header asks.
-    conn.pipeline().emplaceLast<keel::TcpTuning>(profile);
+    conn.pipeline().emplaceLast<keel::TcpTuning>(profile).setQuickAckOnlyWhenSilent(quickAckWhenSilent);
     // After the profile, which sets coalescing when it is added.
     if (coalesce != "profile") conn.setWriteCoalescing(coalesce == "on");
     conn.pipeline().emplaceLast<RequestReply>(requestSize, replySize, replyWrites);

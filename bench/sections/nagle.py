@@ -7,7 +7,9 @@ server's socket, from the same struct fetched over sock_diag by 4-tuple
 (bench/tcp_stats.h), read before and after the timed round trips:
 
   A. the 20 B matrix: {client Nagle on, off} x {write-read, write-write-read}
-     against keel-rr with the kernel, latency and throughput profiles, and
+     against keel-rr with the kernel, latency and throughput profiles (and
+     latency with setQuickAckOnlyWhenSilent, which leaves out the re-arm,
+     and the pure ACK it sends, after a read that was answered), and
      floor-echo as the reference (an echo server answers each piece at once,
      so its reply carries the ACK and the stall never shows).
   B. many tiny writes: a 100 B request written as 100 writes of 1 B, then
@@ -62,6 +64,8 @@ def servers_for(bindir, cfg):
     size, tiny = str(cfg["size"]), str(cfg["tiny"])
     a = [Server(f"keel-rr/{p}", rr, ["--request-size", size, "--profile", p], f"keel-rr {p}")
          for p in ("kernel", "latency", "throughput")]
+    a.insert(2, Server("keel-rr/latency-silent", rr, ["--request-size", size, "--profile", "latency",
+                                                      "--quickack-when-silent"], "latency, ack-when-silent"))
     a.append(Server(FLOOR, bindir / "floor-echo", [], "floor-echo (ref)"))
     b = [Server(f"tiny/keel-rr/{p}", rr, ["--request-size", tiny, "--profile", p], f"keel-rr {p}")
          for p in ("kernel", "latency", "throughput")]
@@ -268,7 +272,8 @@ def plot(ng, path, work):
     for r in rows:
         if r["server"] not in servers:
             servers.append(r["server"])
-    colors = {"keel-rr/kernel": "#d95f02", "keel-rr/latency": "#1b9e77", "keel-rr/throughput": "#e7298a",
+    colors = {"keel-rr/kernel": "#d95f02", "keel-rr/latency": "#1b9e77", "keel-rr/latency-silent": "#66a61e",
+              "keel-rr/throughput": "#e7298a",
               FLOOR: "#7570b3"}
     gp = benchlib.gp_str
     data, lbl = work / "nagle.dat", work / "nagle-labels.dat"
