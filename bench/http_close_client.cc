@@ -72,7 +72,8 @@ class OneRequest final : public keel::Handler {
         body = body * 10 + static_cast<std::size_t>(v[i] - '0');
     }
     if (v.size() < head + 4 + body) return;
-    cycle_->requestNs = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - cycle_->sent).count();
+    cycle_->requestNs =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - cycle_->sent).count();
     cycle_->bad = !v.starts_with("HTTP/1.1 200");
     cycle_->replied = true;
     in.retrieveAll();
@@ -104,8 +105,12 @@ int main(int argc, char** argv) {
   bool json = false;
   app.add_option("--host", host, "numeric IPv4 address")->capture_default_str();
   app.add_option("--port", port, "keel-http's port")->required();
-  app.add_option("--seconds", seconds, "timed run length")->check(CLI::Range(0.05, 600.0))->capture_default_str();
-  app.add_option("--warmup", warmup, "untimed cycles first")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--seconds", seconds, "timed run length")
+      ->check(CLI::Range(0.05, 600.0))
+      ->capture_default_str();
+  app.add_option("--warmup", warmup, "untimed cycles first")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_option("--close", close, "who sends the first FIN")
       ->check(CLI::IsMember({"peer-first", "local-first"}))
       ->capture_default_str();
@@ -121,7 +126,8 @@ int main(int argc, char** argv) {
   keel::EventLoop loop;
   keel::ClientOptions options;
   options.connectTimeout = 2s;
-  options.close = close == "peer-first" ? keel::ClientOptions::Close::PeerFirst : keel::ClientOptions::Close::LocalFirst;
+  options.close =
+      close == "peer-first" ? keel::ClientOptions::Close::PeerFirst : keel::ClientOptions::Close::LocalFirst;
   options.peerCloseTimeout = 2s;
   keel::Client client(loop, *addr, options);
   Cycle cycle;
@@ -170,12 +176,14 @@ int main(int argc, char** argv) {
         "\"cycle_p50_us\":%.3f,\"cycle_p99_us\":%.3f,\"bad_responses\":%lld,\"unanswered\":%lld,"
         "\"connect_failures\":%d,\"first_error\":\"%s\"}\n",
         close.c_str(), cycleNs.size(), elapsed, rps, percentileUs(requestNs, 50), percentileUs(requestNs, 99),
-        percentileUs(cycleNs, 50), percentileUs(cycleNs, 99), bad, unanswered, connectFailures, firstError.c_str());
+        percentileUs(cycleNs, 50), percentileUs(cycleNs, 99), bad, unanswered, connectFailures,
+        firstError.c_str());
   } else {
-    std::printf("keel-http-close %s: %zu requests in %.2f s, %.0f req/s; request p50 %.1f us p99 %.1f us; "
-                "cycle p50 %.1f us p99 %.1f us\n",
-                close.c_str(), cycleNs.size(), elapsed, rps, percentileUs(requestNs, 50), percentileUs(requestNs, 99),
-                percentileUs(cycleNs, 50), percentileUs(cycleNs, 99));
+    std::printf(
+        "keel-http-close %s: %zu requests in %.2f s, %.0f req/s; request p50 %.1f us p99 %.1f us; "
+        "cycle p50 %.1f us p99 %.1f us\n",
+        close.c_str(), cycleNs.size(), elapsed, rps, percentileUs(requestNs, 50), percentileUs(requestNs, 99),
+        percentileUs(cycleNs, 50), percentileUs(cycleNs, 99));
   }
   // Failures are figures (reported above), not a reason to lose the run's output.
   return cycleNs.empty() ? 1 : 0;

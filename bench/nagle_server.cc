@@ -152,9 +152,11 @@ int main(int argc, char** argv) {
   }
   std::printf("keel-rr listening on %s\n", server.listenAddress().toString().c_str());
   std::fflush(stdout);
-  std::fprintf(stderr, "keel-rr: profile %s, request %zu B, reply %zu B in %zu writes, coalescing %s, %zu I/O threads\n",
-               std::string(keel::toString(profile)).c_str(), requestSize, replySize, replyWrites, coalesce.c_str(),
-               threads);
+  std::fprintf(
+      stderr,
+      "keel-rr: profile %s, request %zu B, reply %zu B in %zu writes, coalescing %s, %zu I/O threads\n",
+      std::string(keel::toString(profile)).c_str(), requestSize, replySize, replyWrites, coalesce.c_str(),
+      threads);
   loop.loop();
   return 0;
 }

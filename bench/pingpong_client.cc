@@ -147,7 +147,8 @@ int main(int argc, char** argv) {
   if (nodelay != 0 && nodelay != 1) return fail("--nodelay must be 0 or 1", nodelay);
   const bool wwr = mode == "wwr";
   if (wwr && size < 2) return fail("--mode wwr needs --size >= 2 (two non-empty writes)", size);
-  if (mode == "tiny" && size > 65536) return fail("--mode tiny needs --size <= 65536 (one write per byte)", size);
+  if (mode == "tiny" && size > 65536)
+    return fail("--mode tiny needs --size <= 65536 (one write per byte)", size);
   const bool cork = batch == "cork";
   const int moreFlag = batch == "msgmore" ? MSG_MORE : 0;
 

@@ -86,8 +86,8 @@ std::string jsonString(const std::string& s) {
 }
 
 std::vector<std::string> runSs(std::uint16_t port) {
-  const std::string cmd = "ss -tin '( sport = :" + std::to_string(port) + " or dport = :" + std::to_string(port) +
-                          " )' 2>&1";
+  const std::string cmd =
+      "ss -tin '( sport = :" + std::to_string(port) + " or dport = :" + std::to_string(port) + " )' 2>&1";
   std::vector<std::string> lines;
   if (std::FILE* p = ::popen(cmd.c_str(), "r")) {
     char line[1024];
@@ -116,7 +116,9 @@ int main(int argc, char** argv) {
   app.add_option("--read", readSize, "bytes per recv() on the receiver")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))
       ->capture_default_str();
-  app.add_option("--bytes", bytes, "bytes to transfer")->check(CLI::Range(std::size_t{1}, std::size_t{1} << 32))->capture_default_str();
+  app.add_option("--bytes", bytes, "bytes to transfer")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 32))
+      ->capture_default_str();
   app.add_option("--mss", mss, "TCP_MAXSEG on both ends before the handshake (0: loopback's)")
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
@@ -132,7 +134,8 @@ int main(int argc, char** argv) {
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t alen = sizeof addr;
-  if (::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 || ::listen(lfd, 1) < 0) die("bind/listen");
+  if (::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 || ::listen(lfd, 1) < 0)
+    die("bind/listen");
   if (::getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &alen) < 0) die("getsockname");
   const std::uint16_t port = ntohs(addr.sin_port);
 
@@ -212,28 +215,31 @@ int main(int argc, char** argv) {
   const double meanSeg = dataSegs ? static_cast<double>(sent) / static_cast<double>(dataSegs) : 0;
   const double perAck = acks ? static_cast<double>(got) / static_cast<double>(acks) : 0;
   if (json) {
-    std::printf("{\"rcvbuf_set\":%d,\"rcvbuf_effective\":%d,\"read_size\":%zu,\"bytes\":%zu,\"mss_set\":%d,"
-                "\"snd_mss\":%u,\"rcv_mss\":%u,\"seconds\":%.4f,\"mib_per_s\":%.2f,\"reads\":%llu,"
-                "\"sender_data_segs\":%llu,\"sender_bytes_sent\":%llu,\"mean_segment_bytes\":%.1f,"
-                "\"receiver_segs_out\":%llu,\"bytes_per_receiver_segment\":%.1f,\"reads_per_window_update\":%.1f,"
-                "\"mid_rcv_wnd\":%ld,\"mid_snd_wnd\":%ld,\"mid_rcv_ssthresh\":%u,",
-                rcvbuf, effRcvbuf, readSize, bytes, mss, s1->sndMss, r1->rcvMss, seconds,
-                static_cast<double>(got) / seconds / (1 << 20), static_cast<unsigned long long>(reads),
-                static_cast<unsigned long long>(dataSegs), static_cast<unsigned long long>(sent), meanSeg,
-                static_cast<unsigned long long>(acks), perAck,
-                acks ? static_cast<double>(reads) / static_cast<double>(acks) : 0.0, midRcvWnd, midSndWnd,
-                midRcvSsthresh);
+    std::printf(
+        "{\"rcvbuf_set\":%d,\"rcvbuf_effective\":%d,\"read_size\":%zu,\"bytes\":%zu,\"mss_set\":%d,"
+        "\"snd_mss\":%u,\"rcv_mss\":%u,\"seconds\":%.4f,\"mib_per_s\":%.2f,\"reads\":%llu,"
+        "\"sender_data_segs\":%llu,\"sender_bytes_sent\":%llu,\"mean_segment_bytes\":%.1f,"
+        "\"receiver_segs_out\":%llu,\"bytes_per_receiver_segment\":%.1f,\"reads_per_window_update\":%.1f,"
+        "\"mid_rcv_wnd\":%ld,\"mid_snd_wnd\":%ld,\"mid_rcv_ssthresh\":%u,",
+        rcvbuf, effRcvbuf, readSize, bytes, mss, s1->sndMss, r1->rcvMss, seconds,
+        static_cast<double>(got) / seconds / (1 << 20), static_cast<unsigned long long>(reads),
+        static_cast<unsigned long long>(dataSegs), static_cast<unsigned long long>(sent), meanSeg,
+        static_cast<unsigned long long>(acks), perAck,
+        acks ? static_cast<double>(reads) / static_cast<double>(acks) : 0.0, midRcvWnd, midSndWnd,
+        midRcvSsthresh);
     keelbench::printDelta(stdout, "sender_tcp", *s0, *s1);
     std::printf(",");
     keelbench::printDelta(stdout, "receiver_tcp", *r0, *r1);
     std::printf(",\"ss\":[");
-    for (std::size_t i = 0; i < ssLines.size(); ++i) std::printf("%s%s", i ? "," : "", jsonString(ssLines[i]).c_str());
+    for (std::size_t i = 0; i < ssLines.size(); ++i)
+      std::printf("%s%s", i ? "," : "", jsonString(ssLines[i]).c_str());
     std::printf("]}\n");
   } else {
-    std::printf("keel-sws rcvbuf %d (effective %d) read %zu B mss %u: %.1f MiB/s, %llu data segments of %.0f B "
-                "mean, %llu receiver segments (%.0f B each)\n",
-                rcvbuf, effRcvbuf, readSize, s1->sndMss, static_cast<double>(got) / seconds / (1 << 20),
-                static_cast<unsigned long long>(dataSegs), meanSeg, static_cast<unsigned long long>(acks), perAck);
+    std::printf(
+        "keel-sws rcvbuf %d (effective %d) read %zu B mss %u: %.1f MiB/s, %llu data segments of %.0f B "
+        "mean, %llu receiver segments (%.0f B each)\n",
+        rcvbuf, effRcvbuf, readSize, s1->sndMss, static_cast<double>(got) / seconds / (1 << 20),
+        static_cast<unsigned long long>(dataSegs), meanSeg, static_cast<unsigned long long>(acks), perAck);
     for (const auto& l : ssLines) std::printf("  %s\n", l.c_str());
   }
   ::close(sfd);
