@@ -238,11 +238,12 @@ def run(quick, bindir):
         data["servers"] = {s.name: s.describe() for s in a_srv + b_srv + c_srv}
 
     rows = make_rows("A", a_srv, A_CONFIGS, size, ra, ea, ca, floor=FLOOR)
-    # A cell is "rescued" when the kernel profile stalls there and the latency profile does not.
+    # A cell is "rescued" when the kernel profile stalls there and a latency profile does not.
     for c in A_CONFIGS:
-        k, lat = find(rows, "keel-rr/kernel", c), find(rows, "keel-rr/latency", c)
-        if lat is not None and lat["status"] == "ok":
-            lat["rescued"] = bool(k and k["status"] == "ok" and k["stalled"] and not lat["stalled"])
+        k = find(rows, "keel-rr/kernel", c)
+        for lat in (find(rows, "keel-rr/latency", c), find(rows, "keel-rr/latency-silent", c)):
+            if lat is not None and lat["status"] == "ok":
+                lat["rescued"] = bool(k and k["status"] == "ok" and k["stalled"] and not lat["stalled"])
     tiny_rows = make_rows("B", b_srv, B_CONFIGS, tiny, rb, eb, cb)
     split_rows = make_rows("C", c_srv, C_CONFIGS, tiny, rc, ec, cc)
 

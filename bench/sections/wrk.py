@@ -174,8 +174,14 @@ def run(quick, bindir):
             # latency is conns / throughput. wrk's own latency statistics
             # disagree with it at c=1 on this VM (see the module comment).
             entry["mean_us_from_rps"] = round(conns / entry["rps"] * 1e6, 1) if entry["rps"] else None
-            entry["tw_per_request_server"] = benchlib.ratio(entry["tw_server"], entry.get("requests"))
-            entry["tw_per_request_client"] = benchlib.ratio(entry["tw_client"], entry.get("requests"))
+            # keel-http-close counts its warm-up connections; wrk makes one per request under close.
+            if any("connections" in x for x in rs):
+                made = benchlib.median_of(rs, "connections")
+            else:
+                made = entry["requests"] if kind == "wrk-close" else conns
+            entry["connections_made"] = made
+            entry["tw_per_connection_server"] = benchlib.ratio(entry["tw_server"], made)
+            entry["tw_per_connection_client"] = benchlib.ratio(entry["tw_client"], made)
             entry["socket_errors"] = sum(x["socket_errors"] for x in rs)
             entry["non_2xx"] = sum(x["non_2xx"] for x in rs)
             rows.append([label, server_label, f"{entry['rps']:.0f}", benchlib.fmt_us(entry["mean_us_from_rps"]),
@@ -190,7 +196,7 @@ def run(quick, bindir):
         data["results"][key] = entry
     say(table(["load", "server", "req/s", "c/(req/s) us", "p50 us", "p75 us", "p90 us", "p99 us", "cycle p50",
                "sock err/non-2xx", "TIME_WAIT srv", "TIME_WAIT cli"], rows, "llrrrrrrrrrr"))
-    say("  TIME_WAIT: entries left on the run's port after it (medians over rounds); 'requests' in the JSON gives"
-        " the connections made. cycle: connect() to closed, keel Client rows only.")
+    say("  TIME_WAIT: entries left on the run's port after it (medians over rounds); connections_made and"
+        " tw_per_connection_* in the JSON. cycle: connect() to closed, keel Client rows only.")
     data["status"] = "ok"
     return data
