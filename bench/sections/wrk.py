@@ -51,7 +51,7 @@ from benchlib import say, progress, table
 
 NUMBER = 9
 KEY = "wrk"
-TITLE = "HTTP: wrk against keel-http (requests/s, latency percentiles)"
+TITLE = "HTTP against keel-http: keep-alive and close per request (requests/s, latency, TIME_WAIT per side)"
 
 FULL = {"rounds": 3, "seconds": 2}
 QUICK = {"rounds": 1, "seconds": 1}
