@@ -323,3 +323,67 @@ def rel(path):
         return str(path)
 
 
+
+
+# ---- plots ---------------------------------------------------------------------
+
+
+def gp_str(s):
+    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def run_gnuplot(script, gp_path):
+    gp_path.write_text("\n".join(script) + "\n")
+    try:
+        r = subprocess.run(["gnuplot", str(gp_path)], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        say(f"  gnuplot failed: {e}")
+        return False
+    if r.returncode != 0:
+        say(f"  gnuplot failed ({gp_path.name}): {r.stderr.strip()[-400:]}")
+        return False
+    return True
+
+
+# ---- TIME_WAIT and other socket states, per side of one server port --------------
+
+TCP_STATES = {1: "established", 2: "syn_sent", 3: "syn_recv", 4: "fin_wait1", 5: "fin_wait2", 6: "time_wait",
+              7: "close", 8: "close_wait", 9: "last_ack", 10: "listen", 11: "closing"}
+
+
+def socket_states(port):
+    """Sockets on this host whose local (server side) or remote (client side)
+    port is `port`, counted by state, from /proc/net/tcp{,6} (what `ss -tan`
+    shows). A bench server listens on a port of its own, so these are its
+    connections and nobody else's."""
+    server, client = {}, {}
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(path).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for ln in lines:
+            f = ln.split(None, 4)
+            if len(f) < 4:
+                continue
+            local, remote, st = int(f[1].rsplit(":", 1)[1], 16), int(f[2].rsplit(":", 1)[1], 16), int(f[3], 16)
+            name = TCP_STATES.get(st, str(st))
+            if local == port:
+                server[name] = server.get(name, 0) + 1
+            elif remote == port:
+                client[name] = client.get(name, 0) + 1
+    return {"server": server, "client": client}
+
+
+def settled_states(port, timeout=3.0):
+    """socket_states(port) once no connection of the port is still closing
+    (FIN_WAIT, LAST_ACK, ...): after a client exits, its last closes take a
+    moment to reach TIME_WAIT. Returns what it saw at the deadline otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = socket_states(port)
+        busy = sum(n for side in st.values() for k, n in side.items() if k not in ("time_wait", "listen"))
+        if busy == 0 or time.monotonic() >= deadline:
+            st["settled"] = busy == 0
+            return st
+        time.sleep(0.02)

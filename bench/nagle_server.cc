@@ -2,6 +2,7 @@
 //
 //   keel-rr --port P [--request-size 20] [--reply-size N]
 //           [--profile kernel|latency|throughput] [--threads T]
+//           [--reply-writes K] [--coalesce profile|on|off] [--quickack-when-silent]
 //
 // Unlike an echo server, which answers every piece of a request as it
 // arrives (so its reply carries the ACK the client's Nagle is waiting for,
@@ -16,6 +17,17 @@
 // (the default), so keel-pingpong, which checks that the reply matches the
 // request, can drive it. A shorter reply is the request's first bytes; a
 // longer one is the request followed by filler.
+//
+// --reply-writes K sends each reply as K writes made in the same dispatch
+// (the last takes the remainder): the server-side tinygram pattern, where
+// the profile's answer to many small writes shows up on the wire. Write
+// coalescing then decides whether they leave as one sendmsg; --coalesce
+// overrides what the profile chose, so "latency without coalescing" (Nagle
+// off, one segment per write) can be measured next to it.
+//
+// --quickack-when-silent turns on TcpTuning::setQuickAckOnlyWhenSilent
+// (latency profile): no re-arm, and so no separate pure ACK, after a read
+// whose dispatch answered.
 //
 // Prints "keel-rr listening on 127.0.0.1:P" once it accepts connections, and
 // exits cleanly on SIGINT/SIGTERM.
@@ -39,19 +51,24 @@ namespace {
 // write of the reply.
 class RequestReply final : public keel::Handler {
  public:
-  RequestReply(std::size_t requestSize, std::size_t replySize)
-      : requestSize_(requestSize), reply_(replySize, 'z') {}
+  RequestReply(std::size_t requestSize, std::size_t replySize, std::size_t replyWrites)
+      : requestSize_(requestSize), reply_(replySize, 'z'), replyWrites_(replyWrites) {}
 
   std::string_view name() const noexcept override { return "request-reply"; }
 
   void onData(keel::HandlerContext& ctx, keel::Buffer& in) override {
     while (in.readableBytes() >= requestSize_) {
-      if (reply_.size() == requestSize_) {
-        ctx.write(std::span<const char>(in.peek(), requestSize_));
-      } else {
+      const char* reply = in.peek();
+      if (reply_.size() != requestSize_) {
         std::memcpy(reply_.data(), in.peek(), std::min(requestSize_, reply_.size()));
-        ctx.write(std::span<const char>(reply_.data(), reply_.size()));
+        reply = reply_.data();
       }
+      const std::size_t n = reply_.size();
+      const std::size_t piece = std::max<std::size_t>(1, n / replyWrites_);
+      std::size_t at = 0;
+      for (std::size_t k = 1; k < replyWrites_ && at + piece < n; ++k, at += piece)
+        ctx.write(std::span<const char>(reply + at, piece));
+      ctx.write(std::span<const char>(reply + at, n - at));
       in.retrieve(requestSize_);
       if (ctx.connection().closed()) return;
     }
@@ -61,6 +78,7 @@ class RequestReply final : public keel::Handler {
  private:
   std::size_t requestSize_;
   std::vector<char> reply_;
+  std::size_t replyWrites_;
 };
 
 }  // namespace
@@ -73,6 +91,9 @@ int main(int argc, char** argv) {
   std::size_t replySize = 0;
   std::size_t threads = 0;
   std::string profileName = "kernel";
+  std::size_t replyWrites = 1;
+  std::string coalesce = "profile";
+  bool quickAckWhenSilent = false;
   app.add_option("--host", host, "numeric IPv4 address to bind")->capture_default_str();
   app.add_option("--port", port, "TCP port (0 picks a free one)")->capture_default_str();
   app.add_option("--request-size", requestSize, "bytes in one request")
@@ -83,6 +104,14 @@ int main(int argc, char** argv) {
   app.add_option("--profile", profileName, "TcpTuning profile installed on every connection")
       ->check(CLI::IsMember({"kernel", "latency", "throughput"}))
       ->capture_default_str();
+  app.add_option("--reply-writes", replyWrites, "writes each reply is split into, in one dispatch")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{65536}))
+      ->capture_default_str();
+  app.add_option("--coalesce", coalesce, "write coalescing: as the profile sets it, or forced on/off")
+      ->check(CLI::IsMember({"profile", "on", "off"}))
+      ->capture_default_str();
+  app.add_flag("--quickack-when-silent", quickAckWhenSilent,
+               "latency profile: re-arm TCP_QUICKACK only after reads that wrote nothing");
   app.add_option("--threads", threads, "I/O threads (0: all on the main loop)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (replySize == 0) replySize = requestSize;
@@ -112,8 +141,10 @@ int main(int argc, char** argv) {
   serverPtr = &server;
   server.setPipelineInit([=](keel::Connection& conn) {
     // TcpTuning first, nearest the socket, as its header asks.
-    conn.pipeline().emplaceLast<keel::TcpTuning>(profile);
-    conn.pipeline().emplaceLast<RequestReply>(requestSize, replySize);
+    conn.pipeline().emplaceLast<keel::TcpTuning>(profile).setQuickAckOnlyWhenSilent(quickAckWhenSilent);
+    // After the profile, which sets coalescing when it is added.
+    if (coalesce != "profile") conn.setWriteCoalescing(coalesce == "on");
+    conn.pipeline().emplaceLast<RequestReply>(requestSize, replySize, replyWrites);
   });
   if (auto ec = server.start()) {
     std::fprintf(stderr, "keel-rr: %s: %s\n", addr->toString().c_str(), ec.message().c_str());
@@ -121,8 +152,11 @@ int main(int argc, char** argv) {
   }
   std::printf("keel-rr listening on %s\n", server.listenAddress().toString().c_str());
   std::fflush(stdout);
-  std::fprintf(stderr, "keel-rr: profile %s, request %zu B, reply %zu B, %zu I/O threads\n",
-               std::string(keel::toString(profile)).c_str(), requestSize, replySize, threads);
+  std::fprintf(
+      stderr,
+      "keel-rr: profile %s, request %zu B, reply %zu B in %zu writes, coalescing %s, %zu I/O threads\n",
+      std::string(keel::toString(profile)).c_str(), requestSize, replySize, replyWrites, coalesce.c_str(),
+      threads);
   loop.loop();
   return 0;
 }

@@ -9,14 +9,15 @@ counts and sizes, but every section. Python standard library only.
 Sections
   1. small-packet ping-pong latency: keel-pingpong (one connection, one message
      in flight) against each echo server, sizes 1..4096 B, p50..max.
-  2. Nagle / delayed-ACK matrix: {client Nagle on, off} x {keel-rr profile
-     kernel, latency} x {write-read, write-write-read}, p50 and p99 per cell.
-     keel-rr answers only once the WHOLE request is in; floor-echo is shown
-     alongside as the reference (an echo server answers each piece at once,
-     so its reply carries the ACK and the stall never shows).
+  2. Nagle / delayed-ACK matrix (bench/sections/nagle.py): latency and
+     segments per exchange for the 20 B write-read / write-write-read
+     matrix, many tiny writes (with TCP_CORK and MSG_MORE), and keel's write
+     coalescing.
   3. throughput: keel-tput, 16 KiB blocks ping-ponged over 1..1000
      connections, MiB/s.
-  4.., 5, 7..: modules in bench/sections/ (see its README.md).
+  2, 4, 5, 7..10: modules in bench/sections/ (see its README.md); 9 is
+     wrk against keel-http, keep-alive and close per request, with the
+     TIME_WAIT left on each side; 10 is silly-window avoidance (keel-sws).
   6. micro-benchmarks: timer_bench and micro_bench (Google Benchmark).
 
 Every server is its own process, started on port 0; its "listening on
@@ -57,7 +58,6 @@ from benchlib import T0, LISTEN_RE  # noqa: F401
 
 SCHEMA = "keel-bench/1"
 FLOOR = "floor-echo"
-STALL_US = 5000.0  # a loopback round trip this slow is a timer (delayed ACK), not work
 PERCENTILES = ["p50_us", "p90_us", "p99_us", "p999_us", "max_us"]
 PCT_LABELS = {"p50_us": "p50", "p90_us": "p90", "p99_us": "p99", "p999_us": "p99.9", "max_us": "max"}
 
@@ -68,12 +68,6 @@ FULL = {
     "lat_rounds": 3,
     "lat_count": 8000,
     "lat_warmup": 500,
-    "nagle_size": 20,  # 10 + 10 bytes in write-write-read
-    "nagle_rounds": 3,
-    "nagle_pilot": 8,  # round trips of the untimed pilot that sizes each cell
-    "nagle_budget_s": 0.5,  # per run; a 44 ms stall gets nagle_min round trips instead
-    "nagle_min": 30,
-    "nagle_max": 5000,
     "tput_conns": [1, 10, 100, 1000],
     "tput_block": 16384,
     "tput_rounds": 3,
@@ -90,11 +84,6 @@ QUICK = dict(
     lat_rounds=1,
     lat_count=2000,
     lat_warmup=200,
-    nagle_rounds=1,
-    nagle_pilot=4,
-    nagle_budget_s=0.1,
-    nagle_min=10,
-    nagle_max=1000,
     tput_conns=[1, 100],
     tput_rounds=1,
     tput_seconds=0.5,
@@ -212,168 +201,6 @@ def section_latency(cfg, bindir):
         "floor": FLOOR,
         "servers": server_desc,
         "keel_client": "keel-pingpong-keel --nodelay 1 --mode echo (row server keel-client/keel-echo)",
-        "rows": rows,
-    }
-
-
-# ---- section 2: Nagle / delayed-ACK matrix ---------------------------------------
-
-CLIENT_CONFIGS = [  # (nodelay, mode)
-    (0, "echo"),
-    (0, "wwr"),
-    (1, "echo"),
-    (1, "wwr"),
-]
-MODE_LABEL = {"echo": "write-read", "wwr": "write-write-read"}
-
-
-def nagle_label(nodelay):
-    return "Nagle on" if nodelay == 0 else "Nagle off"
-
-
-def section_nagle(cfg, bindir):
-    size = cfg["nagle_size"]
-    say(f"\n== 2. Nagle / delayed-ACK matrix ({size} B requests; write-write-read sends {size // 2} + {size - size // 2} B)")
-    client = bindir / "keel-pingpong"
-    servers = [
-        Server("keel-rr/kernel", bindir / "keel-rr", ["--request-size", str(size), "--profile", "kernel"],
-               "keel-rr kernel"),
-        Server("keel-rr/latency", bindir / "keel-rr", ["--request-size", str(size), "--profile", "latency"],
-               "keel-rr latency"),
-        Server(FLOOR, bindir / "floor-echo", [], "floor-echo (ref)"),
-    ]
-    rounds = cfg["nagle_rounds"]
-    say(
-        f"  keel-rr answers only whole requests; floor-echo answers each piece (reference). {rounds} round(s); "
-        f"each cell sized by a {cfg['nagle_pilot']}-round-trip pilot to ~{cfg['nagle_budget_s']}s "
-        f"({cfg['nagle_min']}..{cfg['nagle_max']} round trips)"
-    )
-    if not client.is_file():
-        say(f"  keel-pingpong not built ({client}); section skipped")
-        return {"status": "client not built", "rows": [], "servers": {s.name: s.describe() for s in servers}}
-
-    raw = {(s.name, c): [] for s in servers for c in CLIENT_CONFIGS}
-    errors = {(s.name, c): [] for s in servers for c in CLIENT_CONFIGS}
-    counts = {}
-    with ServerSet(servers) as ss:
-        live = ss.running()
-        cells = [(s, c) for c in CLIENT_CONFIGS for s in live]
-
-        def ping(s, c, count, warmup):
-            nodelay, mode = c
-            cmd = [str(client), "--port", str(s.port), "--size", str(size), "--count", str(count), "--warmup",
-                   str(warmup), "--nodelay", str(nodelay), "--mode", mode, "--json"]
-            return run_json(cmd, timeout=max(60.0, count * 0.1))
-
-        # Pilot: how long a round trip takes in each cell, so a stalled cell
-        # (~44 ms each) gets a few dozen round trips and a fast one thousands.
-        say("  pilot (untimed):")
-        for s, c in cells:
-            res, err = ping(s, c, cfg["nagle_pilot"], 1)
-            typical = res["p50_us"] if res else 1000.0  # the median: one slow pilot sample must not shrink a cell
-            n = int(cfg["nagle_budget_s"] * 1e6 / max(typical, 1.0))
-            counts[(s.name, c)] = max(cfg["nagle_min"], min(cfg["nagle_max"], n))
-            if err:
-                errors[(s.name, c)].append("pilot: " + err)
-        for c in CLIENT_CONFIGS:
-            say(f"    {nagle_label(c[0]):<9} {MODE_LABEL[c[1]]:<16} " + " | ".join(
-                f"{s.name} {counts[(s.name, c)]} rt" for s in live))
-
-        total = rounds * len(cells)
-        done = 0
-        for r in range(rounds):
-            for c in CLIENT_CONFIGS:
-                parts = []
-                for s in rotated(live, r):
-                    if not s.alive():
-                        s.mark_dead()
-                        parts.append(f"{s.name} dead")
-                        done += 1
-                        continue
-                    count = counts[(s.name, c)]
-                    res, err = ping(s, c, count, max(2, min(200, count // 10)))
-                    done += 1
-                    if res:
-                        raw[(s.name, c)].append(res)
-                        parts.append(f"{s.name} {fmt_us(res['p50_us'])}")
-                    else:
-                        errors[(s.name, c)].append(err)
-                        parts.append(f"{s.name} ERROR")
-                progress(done, total,
-                         f"round {r + 1}/{rounds} {nagle_label(c[0])}, {MODE_LABEL[c[1]]}: p50 us: " + " | ".join(parts))
-        server_desc = {s.name: s.describe() for s in servers}
-
-    rows = []
-    for c in CLIENT_CONFIGS:
-        nodelay, mode = c
-        fr = raw[(FLOOR, c)]
-        floor_p50, floor_p99 = median_of(fr, "p50_us"), median_of(fr, "p99_us")
-        for s in servers:
-            rr = raw[(s.name, c)]
-            row = {
-                "server": s.name,
-                "profile": s.name.split("/", 1)[1] if "/" in s.name else None,
-                "client_nagle": "on" if nodelay == 0 else "off",
-                "nodelay": nodelay,
-                "mode": mode,
-                "mode_label": MODE_LABEL[mode],
-                "count": counts.get((s.name, c)),
-                "rounds": rr,
-            }
-            if rr:
-                row["status"] = "ok"
-                for k in PERCENTILES + ["mean_us"]:
-                    row[k] = median_of(rr, k)
-                row["stalled"] = row["p50_us"] >= STALL_US
-                row["stalled_p99"] = row["p99_us"] >= STALL_US
-                row["ratio_to_floor"] = {"p50": ratio(row["p50_us"], floor_p50), "p99": ratio(row["p99_us"], floor_p99)}
-            else:
-                row["status"] = s.status if s.status != "ok" else "failed"
-            if errors[(s.name, c)]:
-                row["errors"] = errors[(s.name, c)]
-            rows.append(row)
-    # A cell is "rescued" when the kernel profile stalls there and the latency profile does not.
-    for c in CLIENT_CONFIGS:
-        k = next((x for x in rows if x["server"] == "keel-rr/kernel" and (x["nodelay"], x["mode"]) == c), None)
-        lat = next((x for x in rows if x["server"] == "keel-rr/latency" and (x["nodelay"], x["mode"]) == c), None)
-        if lat is not None and lat["status"] == "ok":
-            lat["rescued"] = bool(k and k["status"] == "ok" and k["stalled"] and not lat["stalled"])
-
-    def cell(row):
-        if row is None or row["status"] != "ok":
-            return (row or {}).get("status", "-")
-        mark = ""
-        if row.get("stalled"):
-            mark = "  << STALL"
-        elif row.get("rescued"):
-            mark = "  RESCUED"
-        elif row.get("stalled_p99"):
-            mark = "  (p99 stall)"
-        return f"{fmt_us(row['p50_us'])} / {fmt_us(row['p99_us'])} ({fmt_ratio(row['ratio_to_floor']['p50'])}){mark}"
-
-    say(f"\n  p50 / p99 in us (ms where marked), medians over {rounds} round(s); (x floor-echo p50 in the same client"
-        f" config). STALL: p50 >= {STALL_US / 1000:.0f} ms")
-    trows = []
-    for c in CLIENT_CONFIGS:
-        line = [nagle_label(c[0]) + (" (nodelay=0)" if c[0] == 0 else " (nodelay=1)"), MODE_LABEL[c[1]]]
-        for s in servers:
-            line.append(cell(next((x for x in rows if x["server"] == s.name and (x["nodelay"], x["mode"]) == c), None)))
-        trows.append(line)
-    say(table(["client", "pattern"] + [s.label for s in servers], trows, "lllll"))
-    stalls = [x for x in rows if x.get("stalled")]
-    rescues = [x for x in rows if x.get("rescued")]
-    say(f"  stalled cells: {len(stalls)}"
-        + "".join(f"\n    - {x['server']}: client Nagle {x['client_nagle']}, {x['mode_label']}: p50 {fmt_us(x['p50_us'])}"
-                  for x in stalls))
-    say(f"  cells keel's latency profile rescues: {len(rescues)}"
-        + "".join(f"\n    - client Nagle {x['client_nagle']}, {x['mode_label']}: p50 {fmt_us(x['p50_us'])}" for x in rescues))
-    return {
-        "status": "ok",
-        "request_size": size,
-        "rounds": rounds,
-        "stall_threshold_us": STALL_US,
-        "floor": FLOOR,
-        "servers": server_desc,
         "rows": rows,
     }
 
@@ -533,10 +360,6 @@ def section_micro(cfg, bindir):
 # ---- plots -----------------------------------------------------------------------
 
 
-def gp_str(s):
-    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
 def plot_latency(lat, path, work):
     rows = [r for r in lat.get("rows", []) if r.get("status") == "ok"]
     if not rows:
@@ -583,69 +406,6 @@ def plot_latency(lat, path, work):
         script.append("plot " + ", ".join(plots))
     script.append("unset multiplot")
     return run_gnuplot(script, work / "latency.gp")
-
-
-def plot_nagle(ng, path, work):
-    rows = [r for r in ng.get("rows", []) if r.get("status") == "ok"]
-    if not rows:
-        say("  nagle: no figures to plot")
-        return False
-    servers = []
-    for r in rows:
-        if r["server"] not in servers:
-            servers.append(r["server"])
-    colors = {"keel-rr/kernel": "#d95f02", "keel-rr/latency": "#1b9e77", FLOOR: "#7570b3"}
-    data = work / "nagle.dat"
-    lbl = work / "nagle-labels.dat"
-    step = len(servers) + 1
-    with open(data, "w") as f, open(lbl, "w") as fl:
-        for ci, c in enumerate(CLIENT_CONFIGS):
-            for si, s in enumerate(servers):
-                row = next((r for r in rows if r["server"] == s and (r["nodelay"], r["mode"]) == c), None)
-                if row is None:
-                    continue
-                x = ci * step + si
-                color = int(colors.get(s, "#666666")[1:], 16)
-                f.write(f"{x} {row['p50_us']:.3f} {row['p99_us']:.3f} {color}\n")
-                text = fmt_us(row["p50_us"])
-                if row.get("stalled"):
-                    text += " STALL"
-                elif row.get("rescued"):
-                    text += " rescued"
-                fl.write(f"{x} {max(row['p50_us'], row['p99_us']) * 1.3:.3f} {gp_str(text)} {1 if row.get('stalled') else 2 if row.get('rescued') else 0}\n")
-    tics = []
-    for ci, c in enumerate(CLIENT_CONFIGS):
-        text = nagle_label(c[0]) + "\n" + MODE_LABEL[c[1]]
-        tics.append(f"{gp_str(text)} {ci * step + (len(servers) - 1) / 2:.1f}")
-    xt = ", ".join(tics)
-    keys = ", ".join(f"NaN with boxes fs solid 0.8 lc rgb {gp_str(colors.get(s, '#666666'))} title {gp_str(s)}"
-                     for s in servers)
-    script = [
-        "set terminal pngcairo size 1100,600 font 'sans,10' noenhanced",
-        f"set output {gp_str(path)}",
-        "set title " + gp_str(f"keel bench: Nagle / delayed-ACK matrix, {ng['request_size']} B request "
-                              "(bars: p50, whiskers up to p99; log scale)"),
-        "set logscale y",
-        "set yrange [5:3000000]",
-        "set ylabel 'round trip (us)'",
-        "set grid ytics",
-        f"set xrange [-0.8:{len(CLIENT_CONFIGS) * step - 1.2}]",
-        f"set xtics ({xt}) font 'sans,9'",
-        "set boxwidth 0.85",
-        "set bmargin 4",
-        "set style fill solid 0.8 border -1",
-        "set key top left",
-        "set arrow from graph 0, first 40000 to graph 1, first 40000 nohead dt 2 lc rgb '#cc0000'",
-        "set label 'delayed-ACK timer, about 40 ms' at graph 0.75, first 52000 tc rgb '#cc0000' font 'sans,8'",
-        "plot " + ", ".join([
-            f"{gp_str(data)} using 1:2:4 with boxes lc rgb variable notitle",
-            f"{gp_str(data)} using 1:2:2:3 with yerrorbars lc rgb '#333333' pt -1 notitle",
-            f"{gp_str(lbl)} using 1:2:3:($4==1 ? 0xcc0000 : $4==2 ? 0x008800 : 0x333333) with labels rotate by 90 "
-            "left tc rgb variable font 'sans,8' notitle",
-            keys,
-        ]),
-    ]
-    return run_gnuplot(script, work / "nagle.gp")
 
 
 def plot_throughput(tp, path, work):
@@ -698,19 +458,6 @@ def finite(v):
     return v
 
 
-def run_gnuplot(script, gp_path):
-    gp_path.write_text("\n".join(script) + "\n")
-    try:
-        r = subprocess.run(["gnuplot", str(gp_path)], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        say(f"  gnuplot failed: {e}")
-        return False
-    if r.returncode != 0:
-        say(f"  gnuplot failed ({gp_path.name}): {r.stderr.strip()[-400:]}")
-        return False
-    return True
-
-
 # ---- the plan: built-in sections plus bench/sections/*.py ------------------------
 
 
@@ -726,7 +473,6 @@ class Section:
 def section_plan(here):
     plan = [
         Section(1, "latency", "small-packet ping-pong latency", lambda c, b, q: section_latency(c, b), builtin=True),
-        Section(2, "nagle", "Nagle / delayed-ACK matrix", lambda c, b, q: section_nagle(c, b), builtin=True),
         Section(3, "throughput", "ping-pong throughput", lambda c, b, q: section_throughput(c, b), builtin=True),
         Section(6, "micro", "micro-benchmarks", lambda c, b, q: section_micro(c, b), builtin=True),
     ]
@@ -826,8 +572,7 @@ def main():
     else:
         with tempfile.TemporaryDirectory(prefix="keel-bench-plot-") as work:
             workp = Path(work)
-            plotters = [("latency", plot_latency, "latency"), ("nagle", plot_nagle, "nagle"),
-                        ("throughput", plot_throughput, "throughput")]
+            plotters = [("latency", plot_latency, "latency"), ("throughput", plot_throughput, "throughput")]
             plotters += [(sec.key, sec.plot, sec.key) for sec in plan if sec.plot is not None]
             for name, fn, key in plotters:
                 if not isinstance(sections.get(key), dict) or sections[key].get("status") == "failed":
