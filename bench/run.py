@@ -106,6 +106,12 @@ def section_latency(cfg, bindir):
         Server("libuv-echo", bindir / "libuv-echo", []),
         Server("asio-echo", bindir / "asio-echo", []),
     ]
+    # A change to the library is judged against the binary it replaces, in
+    # the same run: KEEL_BENCH_BASELINE_ECHO names an older keel-echo build.
+    baseline = os.environ.get("KEEL_BENCH_BASELINE_ECHO")
+    if baseline:
+        servers.insert(2, Server("keel-echo-baseline", Path(baseline), ["--threads", "0"],
+                                 "keel-echo (baseline build)"))
     sizes = cfg["lat_sizes"]
     rounds = cfg["lat_rounds"]
     # keel on both ends: keel-pingpong-keel (same CLI and JSON as
