@@ -43,6 +43,21 @@ class Resp final : public keel::Handler {
 
   void onData(keel::HandlerContext& ctx, keel::Buffer& in) override { serve(ctx, in); }
 
+  // The client sent FIN. It may still be reading, and commands it sent
+  // before the FIN may still wait in the input buffer behind the high
+  // watermark. Each of them is run and answered (serve() goes on from
+  // onWritable as the client reads), and serve() closes once none is left.
+  // The pipeline tail's close-on-FIN is off (main), since it would close
+  // as soon as the queued replies drain and drop those commands unrun.
+  void onPeerHalfClosed(keel::HandlerContext& ctx) override {
+    finSeen_ = true;
+    // Above the high watermark, onWritable resumes the work once the client
+    // has read; below it, that event will not come, so go on (or close) now.
+    keel::Connection& conn = ctx.connection();
+    if (conn.outputBytes() < conn.options().highWatermark) serve(ctx, conn.input());
+    ctx.firePeerHalfClosed();
+  }
+
   // Replies drained: run the commands left waiting in the input buffer (no
   // new read may ever come for them). This runs inside the connection's
   // end-of-iteration flush, so the work is queued for the next iteration.
@@ -62,6 +77,7 @@ class Resp final : public keel::Handler {
 
   void serve(keel::HandlerContext& ctx, keel::Buffer& in) {
     keel::Connection& conn = ctx.connection();
+    bool stalled = false;  // stopped by backpressure, not by running out of commands
     while (!closing_) {
       const RespParser::Status status = parser_.parse(in.view());
       if (status == RespParser::Status::Incomplete) break;
@@ -80,10 +96,20 @@ class Resp final : public keel::Handler {
         flush(ctx);
         // Backpressure: the client is not reading its replies. Stop here;
         // the rest waits in the input buffer until onWritable.
-        if (conn.outputBytes() >= conn.options().highWatermark) break;
+        if (conn.outputBytes() >= conn.options().highWatermark) {
+          stalled = true;
+          break;
+        }
       }
     }
     flush(ctx);
+    // After a FIN nothing more will arrive: once the loop above stopped for
+    // want of a complete command, the work is done (a partial one at the
+    // end can never be completed).
+    if (finSeen_ && !closing_ && !stalled) {
+      closing_ = true;
+      reason_ = keel::CloseReason::PeerClosed;
+    }
     if (closing_) {
       in.retrieveAll();
       ctx.close(reason_);  // after the replies above are flushed
@@ -101,6 +127,7 @@ class Resp final : public keel::Handler {
   RespParser parser_;
   std::string out_;  // replies of the current read, written at once
   bool closing_ = false;
+  bool finSeen_ = false;  // the client half-closed: close once its commands are answered
   keel::CloseReason reason_ = keel::CloseReason::LocalClose;
 };
 
@@ -149,6 +176,9 @@ int main(int argc, char** argv) {
   // plain close, not keel's default reset, which could destroy that reply
   // before the client reads it.
   options.connection.resetOnReasons &= ~keel::reasonBit(keel::CloseReason::ProtocolError);
+  // After a client's FIN, Resp decides when to close: not before every
+  // command that came ahead of the FIN has been answered.
+  options.connection.closeOnPeerFin = false;
   static_assert(keel::resp::RespLimits{}.maxCommandBytes < keel::ConnectionOptions{}.maxInputBytes,
                 "a partial command must fit in the connection's input buffer");
 
