@@ -133,6 +133,8 @@ std::string_view requestPath(std::string_view target) noexcept {
     const std::size_t slash = rest->find_first_of("/?");
     if (slash == std::string_view::npos || (*rest)[slash] == '?') return "/";  // "http://h", "http://h?q"
     target = rest->substr(slash);
+  } else if (!target.starts_with('/')) {
+    return target;  // "*", "host:port", or garbage: routed nowhere
   }
   return target.substr(0, target.find('?'));
 }
