@@ -20,8 +20,8 @@
 //     complete within --header-timeout-ms of its first byte (keel's
 //     MessageDeadline) and a body within --body-timeout-ms of its head (a
 //     loop timer here), else the client gets 408 and the connection closes.
-//     A client trickling one byte a second is busy to the IdleReaper for
-//     ever; nginx's client_header_timeout answers it the same way;
+//     A client trickling one byte a second looks busy to the IdleReaper
+//     for ever; nginx's client_header_timeout answers it the same way;
 //   - keel's caps doing the rest: a client that pipelines without reading
 //     stops being read at the output high watermark, and an idle keep-alive
 //     connection is closed by the IdleReaper.

@@ -15,7 +15,10 @@
 //     on and writes a command in two pieces waits ~40 ms per command on a
 //     server that delays its ACKs, and not on this one;
 //   - bounded everything: caps in the parser (RespProtocol.h) and the store,
-//     and a client that pipelines without reading its replies is paused.
+//     and a client that pipelines without reading its replies is paused;
+//   - a FIN that is not the end of the work: commands that came before a
+//     client's FIN but still wait behind backpressure are run and answered
+//     as the client reads, and only then is the connection closed.
 #include <cstdio>
 #include <string>
 
