@@ -51,7 +51,9 @@ void MessageDeadline::onTimer() {
              std::chrono::duration_cast<std::chrono::milliseconds>(waited).count(), bytes);
   // A HandlerTimer callback: this handler outlives the event and the close.
   ctx_->fireUserEvent(MessageTimeout(waited, bytes));
-  if (ctx_ != nullptr && !conn.closed()) ctx_->close(CloseReason::IdleTimeout);
+  // A handler that answered and closed or shut down in the event (an HTTP
+  // server's 408) has ended the connection its own way.
+  if (ctx_ != nullptr && conn.canWrite()) ctx_->close(CloseReason::IdleTimeout);
 }
 
 }  // namespace keel

@@ -22,8 +22,8 @@
 // one (an HTTP server answers 408 there), then the connection is closed with
 // CloseReason::IdleTimeout: a flush, so that answer is delivered, then a
 // close (add IdleTimeout to ConnectionOptions::resetOnReasons for a reset
-// instead). A handler that closed the connection itself in the event is
-// left to its own close.
+// instead). A handler that closed or shut down the connection itself in the
+// event is left to its own close.
 //
 // Cost: one comparison per read; one timer per connection on the loop's
 // wheel, armed when a partial message starts while no timer is armed and

@@ -1,7 +1,8 @@
 // keel-chat: a line-based chat room. Every line a member sends goes to all
 // the other members as "user<id>: <line>"; the sender gets no copy.
 //
-//   keel-chat --port 7003 [--idle-timeout-ms 60000] [--max-line 4096] [--max-members 100]
+//   keel-chat --port 7003 [--idle-timeout-ms 60000] [--line-timeout-ms 30000]
+//             [--max-line 4096] [--max-members 100]
 //   try it from two terminals:  socat - TCP:127.0.0.1:7003
 //
 // What it shows: fan-out without unbounded memory. One member that stops
@@ -13,7 +14,9 @@
 // session, and a reader that is only briefly slow (a terminal scrolled back)
 // keeps its seat. Memory stays bounded either way: at most about
 // (256 KiB + one line) per member, times --max-members. Members silent for
-// --idle-timeout-ms are kicked.
+// --idle-timeout-ms are kicked. The idle clock restarts at every byte, so a
+// member trickling a byte at a time is never idle: a line begun must also
+// end within --line-timeout-ms (MessageDeadline), or the member is closed.
 // Lines are capped (--max-line; longer: an error line, then a close). One
 // loop, no I/O threads: the room is plain data touched by one thread.
 #include <chrono>
@@ -26,6 +29,7 @@
 #include <keel/core/EventLoop.h>
 #include <keel/core/SignalWatcher.h>
 #include <keel/heartbeat/IdleReaper.h>
+#include <keel/heartbeat/MessageDeadline.h>
 #include <keel/net/Buffer.h>
 #include <keel/net/Server.h>
 
@@ -127,12 +131,16 @@ int main(int argc, char** argv) {
   std::string host = "127.0.0.1";
   std::uint16_t port = 7003;
   std::int64_t idleMs = 60'000;
+  std::int64_t lineMs = 30'000;
   Room room;
   keel::ServerOptions options;
   options.maxConnections = 100;
   app.add_option("--host", host, "address to bind (numeric IPv4)");
   app.add_option("--port", port, "TCP port (0 picks a free one)");
   app.add_option("--idle-timeout-ms", idleMs, "kick members silent this long; 0: never")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--line-timeout-ms", lineMs,
+                 "close a member whose line is not finished this long after it began; 0: never")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--max-line", room.maxLine, "longest line accepted, bytes")->check(CLI::Range(1, 1 << 20));
   app.add_option("--max-members", options.maxConnections, "members at once")->check(CLI::Range(1, 10000));
@@ -160,7 +168,13 @@ int main(int argc, char** argv) {
   });
   keel::IdleLimits idle;
   idle.reader = std::chrono::milliseconds(idleMs);  // silent: nothing received from the member
-  server.setPipelineInit([&room, idle](keel::Connection& c) {
+  const std::chrono::milliseconds lineLimit(lineMs);
+  server.setPipelineInit([&room, idle, lineLimit](keel::Connection& c) {
+    // Before Member, which leaves an unfinished line in the input: that
+    // leftover starts the deadline's clock. At the deadline it closes the
+    // member (IdleTimeout, a FIN here) with no goodbye line: the close comes
+    // from before Member, which only sees onClosed.
+    if (lineLimit.count() > 0) c.pipeline().emplaceLast<keel::MessageDeadline>(lineLimit);
     if (idle.any()) c.pipeline().emplaceLast<keel::IdleReaper>(idle);  // Notify: Member says bye
     c.pipeline().emplaceLast<Member>(room);
   });

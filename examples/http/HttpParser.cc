@@ -1,6 +1,7 @@
 #include "HttpParser.h"
 
 #include <algorithm>
+#include <optional>
 
 namespace keel::http {
 
@@ -74,6 +75,16 @@ int parseVersion(std::string_view v) noexcept {
   return v[7] - '0';
 }
 
+// For an absolute-form target ("http://host/path", scheme in any case):
+// what follows "://"; nullopt for any other form.
+std::optional<std::string_view> afterScheme(std::string_view target) noexcept {
+  for (std::string_view scheme : {"http://", "https://"}) {
+    if (target.size() >= scheme.size() && equalsIgnoreCase(target.substr(0, scheme.size()), scheme))
+      return target.substr(scheme.size());
+  }
+  return std::nullopt;
+}
+
 // Request line checks shared by the early (partial head) and full parse.
 // Returns 0 when valid, else the status code.
 int checkRequestLine(std::string_view line, std::string_view& method, std::string_view& target, int& minor,
@@ -98,6 +109,11 @@ int checkRequestLine(std::string_view line, std::string_view& method, std::strin
     why = "bad request target";
     return 400;
   }
+  if (const auto rest = afterScheme(target);
+      rest && (rest->empty() || rest->front() == '/' || rest->front() == '?')) {
+    why = "absolute-form request target without a host";
+    return 400;
+  }
   minor = parseVersion(version);
   if (minor == -1) {
     why = "HTTP version not supported";
@@ -111,6 +127,17 @@ int checkRequestLine(std::string_view line, std::string_view& method, std::strin
 }
 
 }  // namespace
+
+std::string_view requestPath(std::string_view target) noexcept {
+  if (const auto rest = afterScheme(target)) {
+    const std::size_t slash = rest->find_first_of("/?");
+    if (slash == std::string_view::npos || (*rest)[slash] == '?') return "/";  // "http://h", "http://h?q"
+    target = rest->substr(slash);
+  } else if (!target.starts_with('/')) {
+    return target;  // "*", "host:port", or garbage: routed nowhere
+  }
+  return target.substr(0, target.find('?'));
+}
 
 std::string_view statusLine(int code) noexcept {
   switch (code) {

@@ -22,6 +22,10 @@
 // no use for request bodies, and the chunked grammar is a classic smuggling
 // surface not worth carrying in an example.
 //
+// Request targets: origin form ("/path?query") and absolute form
+// ("http://host/path"; an http or https target without a host is a 400);
+// requestPath() gives the path of either.
+//
 // Errors carry the status code to send before closing: 400 (malformed),
 // 413 (body over the cap), 431 (head over the cap), 501 (Transfer-Encoding),
 // 505 (not HTTP/1.0 or 1.1). After an error the parser stays failed.
@@ -62,6 +66,12 @@ struct ParseResult {
   int error = 0;             // HTTP status code for Error
   std::string_view reason;   // why, for the log and the error body
 };
+
+// The path of a request target, without its query: "/a" for "/a?q" (the
+// origin form) and for "http://host/a?q" (the absolute form, RFC 9112
+// 3.2.2, which a server must accept; a proxy-aware client sends it), "/"
+// for "http://host". Any other form ("*", "host:port") comes back whole.
+[[nodiscard]] std::string_view requestPath(std::string_view target) noexcept;
 
 // "431 Request Header Fields Too Large" for the codes parse() reports.
 [[nodiscard]] std::string_view statusLine(int code) noexcept;

@@ -2,6 +2,7 @@
 // pipelining.
 //
 //   keel-http --port 8080 [--threads 2] [--idle-seconds 60]
+//             [--header-timeout-ms 10000] [--body-timeout-ms 30000]
 //   curl http://127.0.0.1:8080/        -> hello
 //   wrk -t1 -c50 -d5s http://127.0.0.1:8080/
 //
@@ -15,6 +16,12 @@
 //     keel-http refuses: see HttpParser.h) gets its status line, then a graceful
 //     shutdown (FIN, then the rest of the peer's bytes are read and dropped
 //     until its FIN), so the peer actually reads the error instead of a reset;
+//   - deadlines on whole messages, not on bytes: a request head must be
+//     complete within --header-timeout-ms of its first byte (keel's
+//     MessageDeadline) and a body within --body-timeout-ms of its head (a
+//     loop timer here), else the client gets 408 and the connection closes.
+//     A client trickling one byte a second looks busy to the IdleReaper
+//     for ever; nginx's client_header_timeout answers it the same way;
 //   - keel's caps doing the rest: a client that pipelines without reading
 //     stops being read at the output high watermark, and an idle keep-alive
 //     connection is closed by the IdleReaper.
@@ -28,7 +35,9 @@
 #include <keel/core/EventLoop.h>
 #include <keel/core/SignalWatcher.h>
 #include <keel/heartbeat/IdleReaper.h>
+#include <keel/heartbeat/MessageDeadline.h>
 #include <keel/net/Buffer.h>
+#include <keel/net/Connection.h>
 #include <keel/net/Server.h>
 
 #include "HttpParser.h"
@@ -79,11 +88,67 @@ void appendResponse(std::string& out, std::string_view status, std::string_view 
   if (sendBody) out += body;
 }
 
+// The 408 that ends a request not complete in time, then a graceful
+// shutdown: FIN after the 408, the peer's further bytes read and dropped
+// until its FIN (or the connection's shutdownTimeout), so it gets to read
+// the answer instead of a reset.
+void answerTimeout(keel::HandlerContext& ctx, std::string_view what) {
+  std::string out;
+  appendResponse(out, "408 Request Timeout", std::string(what) + " not complete in time\n", true, false, 1,
+                 ctx.loop().now());
+  ctx.write(out);
+  ctx.shutdown();
+}
+
+// Answers MessageDeadline's timeout of an unfinished request head with a
+// 408. MessageDeadline sits before this handler and raises MessageTimeout
+// towards the application at the deadline; the answer and its graceful
+// shutdown end the connection (MessageDeadline then leaves it be). An idle
+// keep-alive connection (IdleReaper) is not a request: it gets no 408.
+class HeadTimeout final : public keel::Handler {
+ public:
+  std::string_view name() const noexcept override { return "http-head-timeout"; }
+  void onData(keel::HandlerContext& ctx, keel::Buffer& in) override {
+    if (answered_) return in.retrieveAll();  // after the 408: drain and drop
+    ctx.fireData(in);
+  }
+  void onUserEvent(keel::HandlerContext& ctx, const keel::UserEvent& event) override {
+    const auto* timeout = dynamic_cast<const keel::MessageTimeout*>(&event);
+    if (timeout == nullptr || answered_) return ctx.fireUserEvent(event);
+    answered_ = true;
+    std::fprintf(stderr, "keel-http: %s: request head not complete in %lld ms: 408, closing\n",
+                 ctx.connection().peerAddress().toString().c_str(),
+                 static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(timeout->waited).count()));
+    answerTimeout(ctx, "request head");
+  }
+
+ private:
+  bool answered_ = false;
+};
+
 class HttpHello final : public keel::Handler {
  public:
+  explicit HttpHello(std::chrono::milliseconds bodyTimeout) : bodyTimeout_(bodyTimeout) {}
+  ~HttpHello() override { stopBodyClock(); }  // a torn-down connection skips handlerRemoved
+  HttpHello(const HttpHello&) = delete;
+  HttpHello& operator=(const HttpHello&) = delete;
+
   std::string_view name() const noexcept override { return "http-hello"; }
+  void handlerAdded(keel::HandlerContext& ctx) override {
+    ctx_ = &ctx;
+    loop_ = &ctx.loop();
+  }
+  void handlerRemoved(keel::HandlerContext&) override {
+    stopBodyClock();
+    ctx_ = nullptr;
+  }
+  void onClosed(keel::HandlerContext& ctx, keel::CloseReason reason) override {
+    stopBodyClock();
+    ctx.fireClosed(reason);
+  }
   void onData(keel::HandlerContext& ctx, keel::Buffer& in) override {
     if (done_) return in.retrieveAll();  // shutting down: drain and drop
+    bool answered = false;               // a request completed in this call
     std::string& out = replyScratch();
     out.clear();
     const keel::TimePoint now = ctx.loop().now();
@@ -101,7 +166,7 @@ class HttpHello final : public keel::Handler {
         done_ = true;
         break;
       }
-      const std::string_view path = req.target.substr(0, req.target.find('?'));
+      const std::string_view path = keel::http::requestPath(req.target);
       const bool body = req.method != keel::http::Method::Head;
       if (path != "/") {
         appendResponse(out, "404 Not Found", "not found\n", body, req.keepAlive, req.versionMinor, now);
@@ -112,6 +177,7 @@ class HttpHello final : public keel::Handler {
         appendResponse(out, "200 OK", "hello\n", body, req.keepAlive, req.versionMinor, now);
       }
       done_ = !req.keepAlive;
+      answered = true;
       if (out.size() >= std::size_t{64} * 1024) {
         ctx.write(out);
         out.clear();
@@ -120,13 +186,56 @@ class HttpHello final : public keel::Handler {
     if (!out.empty()) ctx.write(out);
     if (done_) {
       in.retrieveAll();  // pipelined requests behind a close are not answered
+      stopBodyClock();
       ctx.shutdown();
+      return;
     }
+    trackBody(answered);
   }
 
  private:
+  // The body deadline. Body bytes are consumed as they arrive (the parser
+  // skips them), so MessageDeadline, which watches unconsumed input, never
+  // sees a body as incomplete: this handler times it with one loop timer,
+  // IdleReaper's way: the timer is armed once, and when it fires early (a
+  // newer body began) it re-arms for the remainder.
+  void trackBody(bool answered) {
+    if (!parser_.inBody() || bodyTimeout_.count() <= 0) {
+      inBody_ = false;
+      return;
+    }
+    if (inBody_ && !answered) return;  // the same body continues: its clock keeps running
+    inBody_ = true;
+    bodySince_ = loop_->now();
+    if (!bodyTimer_.valid()) armBodyClock(bodyTimeout_);
+  }
+  void armBodyClock(keel::Duration delay) {
+    bodyTimer_ = loop_->runAfter(delay, [this] { onBodyClock(); });
+  }
+  void stopBodyClock() noexcept {
+    if (bodyTimer_.valid() && loop_ != nullptr) loop_->cancel(bodyTimer_);
+    bodyTimer_ = {};
+  }
+  void onBodyClock() {
+    bodyTimer_ = {};
+    if (ctx_ == nullptr || !inBody_ || done_) return;
+    const keel::Duration waited = loop_->now() - bodySince_;
+    if (waited < bodyTimeout_) return armBodyClock(bodyTimeout_ - waited);
+    done_ = true;
+    std::fprintf(stderr, "keel-http: %s: request body not complete in %lld ms: 408, closing\n",
+                 ctx_->connection().peerAddress().toString().c_str(),
+                 static_cast<long long>(bodyTimeout_.count()));
+    answerTimeout(*ctx_, "request body");  // a shutdown, not a close: `this` stays alive
+  }
+
   keel::http::HttpParser parser_;
   bool done_ = false;  // a close was decided: later bytes are dropped
+  std::chrono::milliseconds bodyTimeout_;
+  keel::HandlerContext* ctx_ = nullptr;  // valid between handlerAdded and handlerRemoved
+  keel::EventLoop* loop_ = nullptr;
+  keel::TimerId bodyTimer_;
+  keel::TimePoint bodySince_{};  // when the body being skipped began (its head was complete)
+  bool inBody_ = false;
 };
 
 }  // namespace
@@ -137,10 +246,18 @@ int main(int argc, char** argv) {
   std::uint16_t port = 8080;
   std::size_t threads = 0;
   int idleSeconds = 60;
+  std::int64_t headerTimeoutMs = 10'000;
+  std::int64_t bodyTimeoutMs = 30'000;
   app.add_option("--host", host, "address to bind (numeric IPv4 or IPv6)");
   app.add_option("--port", port, "TCP port (0 picks a free one)");
   app.add_option("--threads", threads, "I/O threads (0: all on the main loop)");
   app.add_option("--idle-seconds", idleSeconds, "close keep-alive connections idle this long (0: never)");
+  app.add_option("--header-timeout-ms", headerTimeoutMs,
+                 "a request head must be complete this long after its first byte, else 408 (0: no limit)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--body-timeout-ms", bodyTimeoutMs,
+                 "a request body must be complete this long after its head, else 408 (0: no limit)")
+      ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
 
   keel::EventLoop loop;
@@ -165,10 +282,17 @@ int main(int argc, char** argv) {
   keel::Server server(loop, *addr, options);
   serverPtr = &server;
   const keel::IdleLimits idle{.reader = std::chrono::seconds(idleSeconds)};
-  server.setPipelineInit([idle](keel::Connection& c) {
+  const std::chrono::milliseconds headerTimeout(headerTimeoutMs), bodyTimeout(bodyTimeoutMs);
+  server.setPipelineInit([idle, headerTimeout, bodyTimeout](keel::Connection& c) {
     (void)c.socket().setNoDelay(true);  // a reply is complete when written: no reason to wait
+    // MessageDeadline before the parser, which leaves an unfinished head in
+    // the input: that leftover is what starts the deadline's clock.
+    if (headerTimeout.count() > 0) {
+      c.pipeline().emplaceLast<keel::MessageDeadline>(headerTimeout);
+      c.pipeline().emplaceLast<HeadTimeout>();
+    }
     if (idle.any()) c.pipeline().emplaceLast<keel::IdleReaper>(idle, keel::IdleAction::Close);
-    c.pipeline().emplaceLast<HttpHello>();
+    c.pipeline().emplaceLast<HttpHello>(bodyTimeout);
   });
   if (auto ec = server.start()) {
     std::fprintf(stderr, "keel-http: %s: %s\n", addr->toString().c_str(), ec.message().c_str());

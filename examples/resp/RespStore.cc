@@ -6,7 +6,12 @@
 #include "RespProtocol.h"
 
 namespace keel::resp {
+
+const std::size_t RespStore::kInline = std::string().capacity();
+
 namespace {
+
+constexpr std::string_view kOom = "OOM command not allowed when used memory > 'maxmemory'.";
 
 bool iequals(std::string_view a, std::string_view upper) noexcept {
   if (a.size() != upper.size()) return false;
@@ -67,7 +72,11 @@ RespStore::After RespStore::run(std::span<const std::string_view> args, std::str
   } else if (iequals(name, "SET")) {
     if (n < 3) return wrongArity(out, "set"), After::Continue;
     if (n > 3) return appendError(out, "ERR syntax error"), After::Continue;
-    set(args[1], args[2], out);
+    if (put(args[1], args[2])) {
+      out += "+OK\r\n";
+    } else {
+      appendError(out, kOom);
+    }
   } else if (iequals(name, "PING")) {
     if (n > 2) return wrongArity(out, "ping"), After::Continue;
     if (n == 2) {
@@ -84,7 +93,7 @@ RespStore::After RespStore::run(std::span<const std::string_view> args, std::str
     for (std::size_t i = 1; i < n; ++i) {
       auto it = map_.find(args[i]);
       if (it == map_.end()) continue;
-      used_ -= cost(it->first.size(), it->second.size());
+      used_ -= cost(it->first, it->second);
       map_.erase(it);
       ++removed;
     }
@@ -118,6 +127,8 @@ RespStore::After RespStore::run(std::span<const std::string_view> args, std::str
     appendInteger(out, 1);
     for (std::string_view s : {"mode", "standalone", "role", "master", "modules"}) appendBulk(out, s);
     appendArrayHeader(out, 0);
+  } else if (iequals(name, "INFO")) {
+    info(args, out);
   } else if (iequals(name, "CONFIG")) {
     if (n != 3 || !iequals(args[1], "GET")) {
       return appendError(out, "ERR only CONFIG GET <parameter> is supported"), After::Continue;
@@ -136,21 +147,29 @@ RespStore::After RespStore::run(std::span<const std::string_view> args, std::str
   return After::Continue;
 }
 
-void RespStore::set(std::string_view key, std::string_view value, std::string& out) {
+bool RespStore::put(std::string_view key, std::string_view value) {
   auto it = map_.find(key);
-  const std::size_t before = it == map_.end() ? 0 : cost(key.size(), it->second.size());
-  const std::size_t after = cost(key.size(), value.size());
-  if (after > before && used_ - before + after > options_.maxMemoryBytes) {
-    appendError(out, "OOM command not allowed when used memory > 'maxmemory'.");
-    return;
-  }
-  if (it == map_.end()) {
-    map_.emplace(std::string(key), std::string(value));
+  const bool found = it != map_.end();
+  // An existing value's storage is reused when the new one fits and does
+  // not leave more than half of it idle; otherwise it is replaced.
+  const bool reuse =
+      found && value.size() <= it->second.capacity() && 2 * heldFor(value.size()) >= held(it->second);
+  const std::size_t before = found ? cost(it->first, it->second) : 0;
+  const std::size_t after = (found ? held(it->first) : heldFor(key.size())) +
+                            (reuse ? held(it->second) : heldFor(value.size())) + kEntryOverhead;
+  if (after > before && used_ - before + after > options_.maxMemoryBytes) return false;
+  if (!found) {
+    it = map_.emplace(std::string(key), std::string(value)).first;
+  } else if (reuse) {
+    it->second.assign(value);
   } else {
-    it->second.assign(value);  // reuses the value's storage when it fits
+    // A fresh string, swapped in, so the old storage is freed. Move
+    // assignment would not do: from a short (inline) string libstdc++ copies
+    // the characters into the old buffer and keeps its capacity.
+    std::string(value).swap(it->second);
   }
-  used_ = used_ - before + after;
-  out += "+OK\r\n";
+  used_ = used_ - before + cost(it->first, it->second);
+  return true;
 }
 
 void RespStore::incr(std::string_view key, std::string& out) {
@@ -168,19 +187,34 @@ void RespStore::incr(std::string_view key, std::string& out) {
   char buf[24];
   auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
   (void)ec;
-  const std::string_view text(buf, static_cast<std::size_t>(end - buf));
-  if (it == map_.end()) {
-    if (used_ + cost(key.size(), text.size()) > options_.maxMemoryBytes) {
-      appendError(out, "OOM command not allowed when used memory > 'maxmemory'.");
-      return;
-    }
-    map_.emplace(std::string(key), std::string(text));
-    used_ += cost(key.size(), text.size());
-  } else {
-    used_ = used_ - it->second.size() + text.size();
-    it->second.assign(text);
-  }
+  // Through put(), like SET: an existing key's value may grow too ("9" to
+  // "10" can leave the inline buffer), and the cap is checked either way.
+  if (!put(key, std::string_view(buf, static_cast<std::size_t>(end - buf)))) return appendError(out, kOom);
   appendInteger(out, v);
+}
+
+std::size_t RespStore::heldBytes() const noexcept {
+  std::size_t total = 0;
+  for (const auto& [k, v] : map_) total += cost(k, v);
+  return total;
+}
+
+void RespStore::info(std::span<const std::string_view> args, std::string& out) {
+  if (args.size() > 2) return wrongArity(out, "info");
+  if (args.size() == 2 && !iequals(args[1], "MEMORY") && !iequals(args[1], "ALL") &&
+      !iequals(args[1], "EVERYTHING") && !iequals(args[1], "DEFAULT")) {
+    return appendBulk(out, "");  // Redis answers an unknown section with nothing
+  }
+  std::string text = "# Memory\r\nused_memory:";
+  text += std::to_string(used_);
+  text += "\r\nused_memory_dataset:";
+  text += std::to_string(heldBytes());
+  text += "\r\nmaxmemory:";
+  text += std::to_string(options_.maxMemoryBytes);
+  text += "\r\nkeys:";
+  text += std::to_string(map_.size());
+  text += "\r\n";
+  appendBulk(out, text);
 }
 
 }  // namespace keel::resp

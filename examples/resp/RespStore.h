@@ -14,9 +14,15 @@
 // out of range". SET's options (EX, NX, ...) are not supported: -ERR syntax
 // error.
 //
+//   INFO [memory] -> used_memory, used_memory_dataset, maxmemory, keys
+//
 // Cap: maxMemoryBytes (default 256 MiB) bounds the keys and values held,
-// counted as their sizes plus a fixed overhead per entry. A write that
-// would grow past it gets Redis's -OOM reply; reads and deletes still work.
+// counted as the heap bytes their strings really hold (capacity, not size)
+// plus a fixed overhead per entry. A write that would grow past it gets
+// Redis's -OOM reply; reads and deletes still work. An overwrite with a
+// much shorter value gives the old storage back rather than keeping it:
+// counting only sizes, with std::string::assign keeping the capacity, let
+// "SET k <1 MB>; SET k x" repeated over new keys hold many times the cap.
 //
 // Thread-safety: with Options::shared the store takes a mutex around each
 // command, so connections on several I/O loops see one keyspace; without it
@@ -53,6 +59,9 @@ class RespStore {
 
   [[nodiscard]] std::size_t keys() const noexcept { return map_.size(); }
   [[nodiscard]] std::size_t usedBytes() const noexcept { return used_; }
+  // The same figure recomputed by walking every entry: O(keys), for INFO and
+  // the tests, so the running count is checked against what is held.
+  [[nodiscard]] std::size_t heldBytes() const noexcept;
 
  private:
   // Transparent hashing: lookups by string_view build no temporary string.
@@ -63,12 +72,23 @@ class RespStore {
   using Map = std::unordered_map<std::string, std::string, Hash, std::equal_to<>>;
 
   After run(std::span<const std::string_view> args, std::string& out);
-  void set(std::string_view key, std::string_view value, std::string& out);
+  // Stores key = value unless that would pass the cap; false: -OOM.
+  bool put(std::string_view key, std::string_view value);
   void incr(std::string_view key, std::string& out);
-  static std::size_t cost(std::size_t key, std::size_t value) noexcept {
-    return key + value + kEntryOverhead;
+  void info(std::span<const std::string_view> args, std::string& out);
+
+  // Heap bytes a string holds beyond its own header: none while the text
+  // fits the inline (small-string) buffer, else its capacity and the NUL.
+  static std::size_t held(const std::string& s) noexcept {
+    return s.capacity() > kInline ? s.capacity() + 1 : 0;
+  }
+  // What a fresh copy of `n` bytes will hold (a copy allocates exactly).
+  static std::size_t heldFor(std::size_t n) noexcept { return n > kInline ? n + 1 : 0; }
+  static std::size_t cost(const std::string& key, const std::string& value) noexcept {
+    return held(key) + held(value) + kEntryOverhead;
   }
 
+  static const std::size_t kInline;                  // std::string's inline capacity
   static constexpr std::size_t kEntryOverhead = 64;  // node, hash slot, two string headers (roughly)
   Options options_;
   Map map_;

@@ -15,7 +15,10 @@
 //     on and writes a command in two pieces waits ~40 ms per command on a
 //     server that delays its ACKs, and not on this one;
 //   - bounded everything: caps in the parser (RespProtocol.h) and the store,
-//     and a client that pipelines without reading its replies is paused.
+//     and a client that pipelines without reading its replies is paused;
+//   - a FIN that is not the end of the work: commands that came before a
+//     client's FIN but still wait behind backpressure are run and answered
+//     as the client reads, and only then is the connection closed.
 #include <cstdio>
 #include <string>
 
@@ -43,6 +46,22 @@ class Resp final : public keel::Handler {
 
   void onData(keel::HandlerContext& ctx, keel::Buffer& in) override { serve(ctx, in); }
 
+  // The client sent FIN. It may still be reading, and commands it sent
+  // before the FIN may still wait in the input buffer behind the high
+  // watermark. Each of them is run and answered (serve() goes on from
+  // onWritable as the client reads), and serve() closes once none is left.
+  // The FIN's policy becomes StayOpen: the tail's default would close as
+  // soon as the queued replies drain and drop those commands unrun.
+  void onPeerHalfClosed(keel::HandlerContext& ctx, keel::PeerFin& fin) override {
+    finSeen_ = true;
+    fin.policy = keel::HalfClosePolicy::StayOpen;
+    // Above the high watermark, onWritable resumes the work once the client
+    // has read; below it, that event will not come, so go on (or close) now.
+    keel::Connection& conn = ctx.connection();
+    if (conn.outputBytes() < conn.options().highWatermark) serve(ctx, conn.input());
+    ctx.firePeerHalfClosed(fin);
+  }
+
   // Replies drained: run the commands left waiting in the input buffer (no
   // new read may ever come for them). This runs inside the connection's
   // end-of-iteration flush, so the work is queued for the next iteration.
@@ -62,6 +81,7 @@ class Resp final : public keel::Handler {
 
   void serve(keel::HandlerContext& ctx, keel::Buffer& in) {
     keel::Connection& conn = ctx.connection();
+    bool stalled = false;  // stopped by backpressure, not by running out of commands
     while (!closing_) {
       const RespParser::Status status = parser_.parse(in.view());
       if (status == RespParser::Status::Incomplete) break;
@@ -80,10 +100,20 @@ class Resp final : public keel::Handler {
         flush(ctx);
         // Backpressure: the client is not reading its replies. Stop here;
         // the rest waits in the input buffer until onWritable.
-        if (conn.outputBytes() >= conn.options().highWatermark) break;
+        if (conn.outputBytes() >= conn.options().highWatermark) {
+          stalled = true;
+          break;
+        }
       }
     }
     flush(ctx);
+    // After a FIN nothing more will arrive: once the loop above stopped for
+    // want of a complete command, the work is done (a partial one at the
+    // end can never be completed).
+    if (finSeen_ && !closing_ && !stalled) {
+      closing_ = true;
+      reason_ = keel::CloseReason::PeerClosed;
+    }
     if (closing_) {
       in.retrieveAll();
       ctx.close(reason_);  // after the replies above are flushed
@@ -101,6 +131,7 @@ class Resp final : public keel::Handler {
   RespParser parser_;
   std::string out_;  // replies of the current read, written at once
   bool closing_ = false;
+  bool finSeen_ = false;  // the client half-closed: close once its commands are answered
   keel::CloseReason reason_ = keel::CloseReason::LocalClose;
 };
 

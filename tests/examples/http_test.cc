@@ -338,5 +338,23 @@ TEST_F(HttpTest, MalformedHeadsGet400Or505) {
   expectServing();
 }
 
+// RFC 9112 3.2.2: a server must accept the absolute form, which clients
+// configured for a proxy send. Its path is routed like the origin form's.
+TEST_F(HttpTest, AbsoluteFormTargetsAreRoutedByTheirPath) {
+  BlockingClient c(addr_);
+  ASSERT_TRUE(c.connected());
+  const std::pair<std::string_view, int> cases[] = {
+      {"http://t/", 200},  {"HTTP://t:8080/?q=1", 200}, {"http://t", 200},
+      {"https://t/", 200}, {"http://t/missing", 404},   {"http://t?q", 200},
+  };
+  for (const auto& [target, status] : cases) {
+    ASSERT_TRUE(c.sendAll(get(target)));
+    const Response r = readResponse(c);
+    EXPECT_EQ(r.status, status) << target;
+  }
+  expectErrorThenClose(get("http:///"), 400);  // an http target must name a host
+  expectServing();
+}
+
 }  // namespace
 }  // namespace keel::test

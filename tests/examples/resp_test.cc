@@ -296,6 +296,22 @@ TEST_F(RespTest, MemoryCapRefusesGrowthNotReads) {
   EXPECT_EQ(c.recvExact(want.size()), want);
 }
 
+// INCR on an existing key goes through the cap like SET (the old store
+// skipped the check). The cap is set to exactly one entry: 64 bytes of
+// overhead plus 18 heap bytes for a 17-digit value (libstdc++ keeps up to 15
+// characters inline). Incrementing to 18 digits needs one byte more.
+TEST_F(RespTest, IncrOfAnExistingKeyIsCheckedAgainstTheCap) {
+  start({"--max-memory", "82"});
+  BlockingClient c(addr_);
+  ASSERT_TRUE(c.connected());
+  const std::string oom = "-OOM command not allowed when used memory > 'maxmemory'.\r\n";
+  const std::string req = command({"SET", "n", "99999999999999999"}) + command({"INCR", "n"}) +
+                          command({"GET", "n"}) + command({"DEL", "n"}) + command({"INCR", "n"});
+  const std::string want = "+OK\r\n" + oom + bulk("99999999999999999") + ":1\r\n:1\r\n";
+  ASSERT_TRUE(c.sendAll(req));
+  EXPECT_EQ(c.recvExact(want.size()), want);
+}
+
 TEST_F(RespTest, RedisBenchmarkWithAndWithoutPipelining) {
   if (!haveTool("redis-benchmark")) GTEST_SKIP() << "redis-benchmark not installed (scripts/install-deps.sh)";
   for (const char* pipeline : {"1", "16"}) {

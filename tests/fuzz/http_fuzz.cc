@@ -15,7 +15,8 @@
 //     waiting for more is shorter than maxHeadBytes, the errors are only
 //     400/413/431/501/505, and a failed parser stays failed and consumes
 //     nothing more;
-//   - a reported request's strings stay valid (ASan) until the next call.
+//   - a reported request's strings stay valid (ASan) until the next call;
+//   - requestPath() of its target lies within it, and a path has no query.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -83,6 +84,12 @@ Outcome run(std::string_view s, const ParserLimits& limits, const std::vector<st
         CHECK(req.contentLength <= limits.maxBodyBytes);
         CHECK(!req.target.empty() && !req.methodText.empty());
         CHECK(req.versionMinor == 0 || req.versionMinor == 1);
+        // The routed path is part of the target ("/" for an absolute-form
+        // target without one), and a path (not another form) has no query.
+        const std::string_view path = keel::http::requestPath(req.target);
+        CHECK(!path.empty() && (path[0] != '/' || path.find('?') == std::string_view::npos));
+        CHECK(path == "/" || (path.data() >= req.target.data() &&
+                              path.data() + path.size() <= req.target.data() + req.target.size()));
         // Read the strings before the buffer moves: ASan checks they are live.
         o.requests.push_back({std::string(req.methodText), std::string(req.target), req.versionMinor,
                               req.keepAlive, req.contentLength});

@@ -105,6 +105,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
       reply.clear();
       (void)store.execute(keptViews, reply);
+      // The cap holds whatever the sequence, and the running count is what
+      // the entries really hold (capacity, not size).
+      check(store.usedBytes() <= 4096 && store.usedBytes() == store.heldBytes());
       check(reply.size() >= 3 && reply.compare(reply.size() - 2, 2, "\r\n") == 0);
       check(reply[0] == '+' || reply[0] == '-' || reply[0] == ':' || reply[0] == '$' || reply[0] == '*');
     }
