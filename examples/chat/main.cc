@@ -27,7 +27,7 @@
 #include <CLI/CLI.hpp>
 
 #include <keel/core/EventLoop.h>
-#include <keel/core/SignalWatcher.h>
+#include "../common/ExampleMain.h"
 #include <keel/heartbeat/IdleReaper.h>
 #include <keel/heartbeat/MessageDeadline.h>
 #include <keel/net/Buffer.h>
@@ -161,11 +161,7 @@ int main(int argc, char** argv) {
   }
   keel::EventLoop loop;
   keel::Server server(loop, *addr, options);
-  bool stopping = false;
-  keel::SignalWatcher signals(loop, {SIGINT, SIGTERM}, [&](int) {
-    if (std::exchange(stopping, true)) return loop.quit();
-    server.stop([&loop] { loop.quit(); });
-  });
+  keel::SignalWatcher signals = keel::example::stopOnSignal(loop, server);
   keel::IdleLimits idle;
   idle.reader = std::chrono::milliseconds(idleMs);  // silent: nothing received from the member
   const std::chrono::milliseconds lineLimit(lineMs);
@@ -178,12 +174,7 @@ int main(int argc, char** argv) {
     if (idle.any()) c.pipeline().emplaceLast<keel::IdleReaper>(idle);  // Notify: Member says bye
     c.pipeline().emplaceLast<Member>(room);
   });
-  if (auto ec = server.start()) {
-    std::fprintf(stderr, "keel-chat: %s: %s\n", addr->toString().c_str(), ec.message().c_str());
-    return 1;
-  }
-  std::printf("keel-chat listening on %s\n", server.listenAddress().toString().c_str());
-  std::fflush(stdout);
+  if (keel::example::startAndAnnounce(server, "keel-chat") != 0) return 1;
   loop.loop();
   std::fprintf(stderr, "keel-chat: %llu message(s) dropped for slow readers\n",
                static_cast<unsigned long long>(room.dropped));

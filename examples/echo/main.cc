@@ -19,7 +19,7 @@
 #include <CLI/CLI.hpp>
 
 #include <keel/core/EventLoop.h>
-#include <keel/core/SignalWatcher.h>
+#include "../common/ExampleMain.h"
 #include <keel/heartbeat/IdleReaper.h>
 #include <keel/net/Buffer.h>
 #include <keel/net/Server.h>
@@ -56,23 +56,13 @@ int main(int argc, char** argv) {
   // IsMember refuses anything else with a message naming the accepted values
   // (exit status 105, CLI11's ValidationError).
   app.add_option("--profile", profileName, "TCP tuning: kernel (default), latency or throughput")
-      ->check(CLI::IsMember({"kernel", "latency", "throughput"}));
+      ->check(CLI::IsMember(keel::example::kProfileNames));
   app.add_option("--idle-timeout-ms", idleMs, "close connections idle (no byte either way) this long; 0: off")
       ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
-  const keel::TcpProfile profile = profileName == "latency"      ? keel::TcpProfile::Latency
-                                   : profileName == "throughput" ? keel::TcpProfile::Throughput
-                                                                 : keel::TcpProfile::Kernel;
+  const keel::TcpProfile profile = keel::example::parseProfile(profileName).value_or(keel::TcpProfile::Kernel);
 
-  // Block SIGINT/SIGTERM before any thread starts, so only the loop sees them.
   keel::EventLoop loop;
-  bool stopping = false;
-  keel::Server* serverPtr = nullptr;
-  keel::SignalWatcher signals(loop, {SIGINT, SIGTERM}, [&](int) {
-    if (stopping || serverPtr == nullptr) return loop.quit();
-    stopping = true;
-    serverPtr->stop([&loop] { loop.quit(); });  // graceful: finish, then exit
-  });
 
   auto addr = unixPath.empty() ? (host.find(':') != std::string::npos ? keel::SocketAddress::ipv6(host, port)
                                                                       : keel::SocketAddress::ipv4(host, port))
@@ -86,7 +76,7 @@ int main(int argc, char** argv) {
   keel::ServerOptions options;
   options.ioThreads = threads;
   keel::Server server(loop, *addr, options);
-  serverPtr = &server;
+  keel::SignalWatcher signals = keel::example::stopOnSignal(loop, server);  // graceful: finish, then exit
   keel::IdleLimits idle;
   idle.all = std::chrono::milliseconds(idleMs);
   // Runs on the connection's loop for every new connection. Order matters:
@@ -97,12 +87,7 @@ int main(int argc, char** argv) {
     if (idle.any()) conn.pipeline().emplaceLast<keel::IdleReaper>(idle, keel::IdleAction::Close);
     conn.pipeline().emplaceLast<Echo>();
   });
-  if (auto ec = server.start()) {
-    std::fprintf(stderr, "keel-echo: %s: %s\n", addr->toString().c_str(), ec.message().c_str());
-    return 1;
-  }
-  std::printf("keel-echo listening on %s\n", server.listenAddress().toString().c_str());
-  std::fflush(stdout);
+  if (keel::example::startAndAnnounce(server, "keel-echo") != 0) return 1;
   loop.loop();
   if (!unixPath.empty()) ::unlink(unixPath.c_str());
   return 0;

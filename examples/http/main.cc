@@ -33,7 +33,7 @@
 #include <CLI/CLI.hpp>
 
 #include <keel/core/EventLoop.h>
-#include <keel/core/SignalWatcher.h>
+#include "../common/ExampleMain.h"
 #include <keel/heartbeat/IdleReaper.h>
 #include <keel/heartbeat/MessageDeadline.h>
 #include <keel/net/Buffer.h>
@@ -261,13 +261,6 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   keel::EventLoop loop;
-  bool stopping = false;
-  keel::Server* serverPtr = nullptr;
-  keel::SignalWatcher signals(loop, {SIGINT, SIGTERM}, [&](int) {
-    if (stopping || serverPtr == nullptr) return loop.quit();
-    stopping = true;
-    serverPtr->stop([&loop] { loop.quit(); });
-  });
 
   auto addr = host.find(':') != std::string::npos ? keel::SocketAddress::ipv6(host, port)
                                                   : keel::SocketAddress::ipv4(host, port);
@@ -280,7 +273,7 @@ int main(int argc, char** argv) {
   options.connection.pauseReadingAtHighWatermark = true;  // pipelining without reading: stop reading
   options.connection.shutdownTimeout = std::chrono::seconds(5);
   keel::Server server(loop, *addr, options);
-  serverPtr = &server;
+  keel::SignalWatcher signals = keel::example::stopOnSignal(loop, server);
   const keel::IdleLimits idle{.reader = std::chrono::seconds(idleSeconds)};
   const std::chrono::milliseconds headerTimeout(headerTimeoutMs), bodyTimeout(bodyTimeoutMs);
   server.setPipelineInit([idle, headerTimeout, bodyTimeout](keel::Connection& c) {
@@ -294,12 +287,7 @@ int main(int argc, char** argv) {
     if (idle.any()) c.pipeline().emplaceLast<keel::IdleReaper>(idle, keel::IdleAction::Close);
     c.pipeline().emplaceLast<HttpHello>(bodyTimeout);
   });
-  if (auto ec = server.start()) {
-    std::fprintf(stderr, "keel-http: %s: %s\n", addr->toString().c_str(), ec.message().c_str());
-    return 1;
-  }
-  std::printf("keel-http listening on %s\n", server.listenAddress().toString().c_str());
-  std::fflush(stdout);
+  if (keel::example::startAndAnnounce(server, "keel-http") != 0) return 1;
   loop.loop();
   return 0;
 }

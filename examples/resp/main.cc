@@ -25,7 +25,7 @@
 #include <CLI/CLI.hpp>
 
 #include <keel/core/EventLoop.h>
-#include <keel/core/SignalWatcher.h>
+#include "../common/ExampleMain.h"
 #include <keel/net/Buffer.h>
 #include <keel/net/Connection.h>
 #include <keel/net/Server.h>
@@ -148,24 +148,15 @@ int main(int argc, char** argv) {
   app.add_option("--port", port, "TCP port (0 picks a free one)");
   app.add_option("--threads", threads, "I/O threads (0: everything on the main loop; >0 locks the store)");
   app.add_option("--tcp", tcp, "TCP tuning profile")
-      ->check(CLI::IsMember({"latency", "kernel", "throughput"}));
+      ->check(CLI::IsMember(keel::example::kProfileNames));
   app.add_option("--max-memory", storeOptions.maxMemoryBytes, "cap on keys+values held (bytes)");
   CLI11_PARSE(app, argc, argv);
 
-  const keel::TcpProfile profile = tcp == "kernel"       ? keel::TcpProfile::Kernel
-                                   : tcp == "throughput" ? keel::TcpProfile::Throughput
-                                                         : keel::TcpProfile::Latency;
+  const keel::TcpProfile profile = keel::example::parseProfile(tcp).value_or(keel::TcpProfile::Latency);
   storeOptions.shared = threads > 0;  // one keyspace for all loops: locked per command
   RespStore store(storeOptions);
 
   keel::EventLoop loop;
-  bool stopping = false;
-  keel::Server* serverPtr = nullptr;
-  keel::SignalWatcher signals(loop, {SIGINT, SIGTERM}, [&](int) {
-    if (stopping || serverPtr == nullptr) return loop.quit();
-    stopping = true;
-    serverPtr->stop([&loop] { loop.quit(); });
-  });
 
   auto addr = keel::SocketAddress::ipv4(host, port);
   if (!addr) {
@@ -184,19 +175,14 @@ int main(int argc, char** argv) {
                 "a partial command must fit in the connection's input buffer");
 
   keel::Server server(loop, *addr, options);
-  serverPtr = &server;
+  keel::SignalWatcher signals = keel::example::stopOnSignal(loop, server);
   server.setPipelineInit([&store, profile](keel::Connection& conn) {
     // First, nearest the socket. A read that gets an answer has its ACK
     // carried by that answer: QUICKACK is re-armed only after partial commands.
     conn.pipeline().emplaceLast<keel::TcpTuning>(profile).setQuickAckOnlyWhenSilent(true);
     conn.pipeline().emplaceLast<Resp>(store);
   });
-  if (auto ec = server.start()) {
-    std::fprintf(stderr, "keel-resp: %s: %s\n", addr->toString().c_str(), ec.message().c_str());
-    return 1;
-  }
-  std::printf("keel-resp listening on %s\n", server.listenAddress().toString().c_str());
-  std::fflush(stdout);
+  if (keel::example::startAndAnnounce(server, "keel-resp") != 0) return 1;
   loop.loop();
   return 0;
 }

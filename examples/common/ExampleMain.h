@@ -1,0 +1,62 @@
+// What every example server's main() does the same way, in one place:
+// a TCP profile named on the command line, SIGINT/SIGTERM turned into a
+// graceful Server::stop(), and the "NAME listening on ADDR" line that
+// scripts and tests wait for.
+//
+// Header-only: each example is one program, and this is a few lines of glue.
+#pragma once
+
+#include <csignal>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <keel/core/EventLoop.h>
+#include <keel/core/SignalWatcher.h>
+#include <keel/net/Server.h>
+#include <keel/net/TcpTuning.h>
+
+namespace keel::example {
+
+// The names --profile accepts, for CLI11's IsMember check.
+inline const std::vector<std::string> kProfileNames{"kernel", "latency", "throughput"};
+
+[[nodiscard]] inline std::optional<TcpProfile> parseProfile(std::string_view name) noexcept {
+  if (name == "kernel") return TcpProfile::Kernel;
+  if (name == "latency") return TcpProfile::Latency;
+  if (name == "throughput") return TcpProfile::Throughput;
+  return std::nullopt;
+}
+
+// The first SIGINT or SIGTERM stops `server` gracefully (connections finish
+// what they owe, then the loop quits); a second one quits at once. Build it
+// before server.start(): the signals must be blocked before the I/O threads
+// exist, so that only the loop's signalfd sees them.
+[[nodiscard]] inline SignalWatcher stopOnSignal(EventLoop& loop, Server& server) {
+  auto stopping = std::make_shared<bool>(false);
+  return SignalWatcher(loop, {SIGINT, SIGTERM}, [&loop, &server, stopping](int) {
+    if (std::exchange(*stopping, true)) return loop.quit();
+    server.stop([&loop] { loop.quit(); });
+  });
+}
+
+// Starts `server` and prints "NAME listening on ADDR" (what the tests and
+// the bench wait for), or the error. Returns main()'s exit code: 0 when
+// listening, 1 when not.
+[[nodiscard]] inline int startAndAnnounce(Server& server, std::string_view name, std::string_view extra = {}) {
+  if (const std::error_code ec = server.start()) {
+    std::fprintf(stderr, "%.*s: cannot listen: %s\n", static_cast<int>(name.size()), name.data(),
+                 ec.message().c_str());
+    return 1;
+  }
+  std::printf("%.*s listening on %s%.*s\n", static_cast<int>(name.size()), name.data(),
+              server.listenAddress().toString().c_str(), static_cast<int>(extra.size()), extra.data());
+  std::fflush(stdout);
+  return 0;
+}
+
+}  // namespace keel::example
