@@ -238,6 +238,7 @@ void Connection::closeLater(CloseReason reason, CloseMode mode) {
 }
 
 void Connection::shutdownRaw(CloseReason reason) {
+  KEEL_ASSERT_IN_LOOP(loop_, "Connection shutdown (pipeline head)");
   switch (state()) {
     case ConnectionState::Open:
       if (shutdownPending_.load(std::memory_order_relaxed)) return;
@@ -274,6 +275,7 @@ void Connection::doShutdownWrite() {
 }
 
 void Connection::closeRaw(CloseReason reason, CloseMode mode) {
+  KEEL_ASSERT_IN_LOOP(loop_, "Connection close (pipeline head)");
   const ConnectionState s = state();
   if (s == ConnectionState::Closed) return;
   if (mode == CloseMode::Reset || (options_.resetOnReasons & reasonBit(reason)) != 0) {

@@ -81,6 +81,7 @@ ssize_t Connection::writeVector(const iovec* iov, int count) {
 }
 
 std::error_code Connection::writeRaw(const Slices& data) {
+  KEEL_ASSERT_IN_LOOP(loop_, "Connection write (pipeline head)");
   const ConnectionState s = state();
   if (s != ConnectionState::Open && s != ConnectionState::PeerHalfClosed) {
     KEEL_DEBUG("conn {}: write of {} bytes refused in state {}", id_, data.totalBytes(), toString(s));
@@ -213,6 +214,7 @@ bool Connection::sendQueued() {
 }
 
 void Connection::flushRaw() {
+  KEEL_ASSERT_IN_LOOP(loop_, "Connection flush (pipeline head)");
   if (closed()) return;
   if (!output_.empty() && !sendQueued()) return;
   updateInterest();

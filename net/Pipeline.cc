@@ -166,6 +166,7 @@ Pipeline::Pipeline(Connection& conn) : conn_(conn) {
 Pipeline::~Pipeline() = default;
 
 void Pipeline::insertBefore(HandlerContext* at, std::unique_ptr<Handler> h) {
+  KEEL_ASSERT_IN_LOOP(conn_.loop(), "Pipeline::add");
   auto owned = std::unique_ptr<HandlerContext>(new HandlerContext(*this, std::move(h)));
   HandlerContext* c = owned.get();
   contexts_.push_back(std::move(owned));
@@ -179,6 +180,7 @@ void Pipeline::insertBefore(HandlerContext* at, std::unique_ptr<Handler> h) {
 }
 
 bool Pipeline::remove(const Handler& h) {
+  KEEL_ASSERT_IN_LOOP(conn_.loop(), "Pipeline::remove");
   for (HandlerContext* c = head_->next_; c != tail_; c = c->next_) {
     if (c->handler_.get() != &h) continue;
     Guard guard(*this);
