@@ -254,7 +254,8 @@ void Server::reviewBudget() {
     budgetPauses_.fetch_add(1, std::memory_order_relaxed);
     KEEL_WARN("server: {} bytes of output queued, over the {} byte budget; reading paused everywhere",
               budget_->total(), budget_->limit());
-    if (!budgetTimer_.valid()) budgetTimer_ = loop_.runAfter(options_.outputBudgetGrace, [this] { enforceBudget(); });
+    if (!budgetTimer_.valid())
+      budgetTimer_ = loop_.runAfter(options_.outputBudgetGrace, [this] { enforceBudget(); });
   } else {
     KEEL_INFO("server: queued output down to {} bytes; reading resumes", budget_->total());
     if (budgetTimer_.valid()) loop_.cancel(budgetTimer_);
@@ -285,8 +286,8 @@ void Server::enforceBudget() {
   std::int64_t excess = budget_->total() - budget_->limit();
   for (auto& [bytes, conn] : queues) {
     if (excess <= 0) break;
-    KEEL_WARN("conn {} ({}): {} bytes queued past the output budget's grace; closing (overloaded)", conn->id(),
-              conn->peerAddress().toString(), bytes);
+    KEEL_WARN("conn {} ({}): {} bytes queued past the output budget's grace; closing (overloaded)",
+              conn->id(), conn->peerAddress().toString(), bytes);
     conn->abort(CloseReason::Overloaded);
     budgetCloses_.fetch_add(1, std::memory_order_relaxed);
     excess -= static_cast<std::int64_t>(bytes);

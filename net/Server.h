@@ -59,12 +59,12 @@ struct ServerOptions {
 
 struct ServerStats {
   std::uint64_t accepted = 0;
-  std::uint64_t refusedFull = 0;  // over maxConnections
-  std::uint64_t droppedNoFd = 0;  // EMFILE/ENFILE
-  std::uint64_t refusedPerPeer = 0;   // over maxConnectionsPerPeer
-  std::uint64_t budgetPauses = 0;     // times reading paused everywhere for the output budget
-  std::uint64_t budgetCloses = 0;     // connections reset to bring the output back under budget
-  std::size_t queuedOutput = 0;       // output bytes queued across all connections now
+  std::uint64_t refusedFull = 0;     // over maxConnections
+  std::uint64_t droppedNoFd = 0;     // EMFILE/ENFILE
+  std::uint64_t refusedPerPeer = 0;  // over maxConnectionsPerPeer
+  std::uint64_t budgetPauses = 0;    // times reading paused everywhere for the output budget
+  std::uint64_t budgetCloses = 0;    // connections reset to bring the output back under budget
+  std::size_t queuedOutput = 0;      // output bytes queued across all connections now
   std::uint64_t closed = 0;
   std::array<std::uint64_t, kCloseReasonCount> closedBy{};  // indexed by CloseReason
   std::size_t open = 0;                                     // live connections
@@ -139,7 +139,7 @@ class Server {
   TimerId budgetTimer_;
   std::atomic<std::uint64_t> budgetPauses_{0};
   std::atomic<std::uint64_t> budgetCloses_{0};
-  std::mutex peersMutex_;                          // accept and close run on different loops
+  std::mutex peersMutex_;                                 // accept and close run on different loops
   std::unordered_map<std::string, std::size_t> perPeer_;  // guarded by peersMutex_
   std::atomic<std::uint64_t> closed_{0};
   std::array<std::atomic<std::uint64_t>, kCloseReasonCount> closedBy_{};

@@ -27,11 +27,11 @@
 #include <CLI/CLI.hpp>
 
 #include <keel/core/EventLoop.h>
-#include "../common/ExampleMain.h"
 #include <keel/heartbeat/IdleReaper.h>
 #include <keel/heartbeat/MessageDeadline.h>
 #include <keel/net/Buffer.h>
 #include <keel/net/Server.h>
+#include "../common/ExampleMain.h"
 
 #include "LineSplitter.h"
 

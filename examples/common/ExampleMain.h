@@ -47,7 +47,8 @@ inline const std::vector<std::string> kProfileNames{"kernel", "latency", "throug
 // Starts `server` and prints "NAME listening on ADDR" (what the tests and
 // the bench wait for), or the error. Returns main()'s exit code: 0 when
 // listening, 1 when not.
-[[nodiscard]] inline int startAndAnnounce(Server& server, std::string_view name, std::string_view extra = {}) {
+[[nodiscard]] inline int startAndAnnounce(Server& server, std::string_view name,
+                                          std::string_view extra = {}) {
   if (const std::error_code ec = server.start()) {
     std::fprintf(stderr, "%.*s: cannot listen: %s\n", static_cast<int>(name.size()), name.data(),
                  ec.message().c_str());

@@ -19,11 +19,11 @@
 #include <CLI/CLI.hpp>
 
 #include <keel/core/EventLoop.h>
-#include "../common/ExampleMain.h"
 #include <keel/heartbeat/IdleReaper.h>
 #include <keel/net/Buffer.h>
 #include <keel/net/Server.h>
 #include <keel/net/TcpTuning.h>
+#include "../common/ExampleMain.h"
 
 namespace {
 
@@ -60,7 +60,8 @@ int main(int argc, char** argv) {
   app.add_option("--idle-timeout-ms", idleMs, "close connections idle (no byte either way) this long; 0: off")
       ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
-  const keel::TcpProfile profile = keel::example::parseProfile(profileName).value_or(keel::TcpProfile::Kernel);
+  const keel::TcpProfile profile =
+      keel::example::parseProfile(profileName).value_or(keel::TcpProfile::Kernel);
 
   keel::EventLoop loop;
 

@@ -33,12 +33,12 @@
 #include <CLI/CLI.hpp>
 
 #include <keel/core/EventLoop.h>
-#include "../common/ExampleMain.h"
 #include <keel/heartbeat/IdleReaper.h>
 #include <keel/heartbeat/MessageDeadline.h>
 #include <keel/net/Buffer.h>
 #include <keel/net/Connection.h>
 #include <keel/net/Server.h>
+#include "../common/ExampleMain.h"
 
 #include "HttpParser.h"
 
@@ -118,7 +118,8 @@ class HeadTimeout final : public keel::Handler {
     answered_ = true;
     std::fprintf(stderr, "keel-http: %s: request head not complete in %lld ms: 408, closing\n",
                  ctx.connection().peerAddress().toString().c_str(),
-                 static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(timeout->waited).count()));
+                 static_cast<long long>(
+                     std::chrono::duration_cast<std::chrono::milliseconds>(timeout->waited).count()));
     answerTimeout(ctx, "request head");
   }
 

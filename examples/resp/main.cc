@@ -25,11 +25,11 @@
 #include <CLI/CLI.hpp>
 
 #include <keel/core/EventLoop.h>
-#include "../common/ExampleMain.h"
 #include <keel/net/Buffer.h>
 #include <keel/net/Connection.h>
 #include <keel/net/Server.h>
 #include <keel/net/TcpTuning.h>
+#include "../common/ExampleMain.h"
 
 #include "RespProtocol.h"
 #include "RespStore.h"
@@ -147,8 +147,7 @@ int main(int argc, char** argv) {
   app.add_option("--host", host, "address to bind (numeric IPv4)");
   app.add_option("--port", port, "TCP port (0 picks a free one)");
   app.add_option("--threads", threads, "I/O threads (0: everything on the main loop; >0 locks the store)");
-  app.add_option("--tcp", tcp, "TCP tuning profile")
-      ->check(CLI::IsMember(keel::example::kProfileNames));
+  app.add_option("--tcp", tcp, "TCP tuning profile")->check(CLI::IsMember(keel::example::kProfileNames));
   app.add_option("--max-memory", storeOptions.maxMemoryBytes, "cap on keys+values held (bytes)");
   CLI11_PARSE(app, argc, argv);
 

@@ -56,21 +56,6 @@ class ChatExample : public ::testing::Test {
   std::uint16_t port_ = 0;
 };
 
-// Resident set of a process, KiB (0 if unreadable).
-long rssKiB(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-  std::string key;
-  while (f >> key) {
-    if (key == "VmRSS:") {
-      long v = 0;
-      f >> v;
-      return v;
-    }
-    f.ignore(1 << 12, '\n');
-  }
-  return 0;
-}
-
 TEST_F(ChatExample, LinesGoToTheOtherMembersNotBackToTheSender) {
   ASSERT_NO_FATAL_FAILURE(startServer());
   std::string a, b, c;
@@ -204,14 +189,14 @@ TEST_F(ChatExample, MemberThatNeverReadsDoesNotGrowServerMemory) {
   ASSERT_FALSE(slow.empty());
   auto cr = join(&reader);
   ASSERT_FALSE(reader.empty());
-  const long before = rssKiB(server_->pid());
+  const long before = procStatusKiB(server_->pid(), "VmRSS:");
   ASSERT_GT(before, 0);
 
   std::atomic<long> peak{before};
   std::atomic<bool> stop{false};
   std::thread sampler([&] {
     while (!stop) {
-      peak = std::max(peak.load(), rssKiB(server_->pid()));
+      peak = std::max(peak.load(), procStatusKiB(server_->pid(), "VmRSS:"));
       std::this_thread::sleep_for(20ms);
     }
   });

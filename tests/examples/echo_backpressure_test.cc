@@ -24,43 +24,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Peak resident set of a process (VmHWM), KiB; 0 if unreadable.
-long peakRssKiB(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-  std::string key;
-  while (f >> key) {
-    if (key == "VmHWM:") {
-      long v = 0;
-      f >> v;
-      return v;
-    }
-    f.ignore(1 << 12, '\n');
-  }
-  return 0;
-}
-
-// Pushes up to `max` bytes without reading; stops once the peer has taken
-// nothing for 500 ms (flow control holding it), or after `budget`.
-std::size_t pushWithoutReading(int fd, std::size_t max, std::chrono::milliseconds budget) {
-  const std::string chunk(64 * 1024, 'p');
-  std::size_t sent = 0;
-  const auto deadline = std::chrono::steady_clock::now() + budget;
-  auto lastProgress = std::chrono::steady_clock::now();
-  while (sent < max && std::chrono::steady_clock::now() < deadline) {
-    pollfd p{fd, POLLOUT, 0};
-    if (::poll(&p, 1, 100) == 1) {
-      const ssize_t n = ::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n < 0 && errno != EAGAIN) break;
-      if (n > 0) {
-        sent += static_cast<std::size_t>(n);
-        lastProgress = std::chrono::steady_clock::now();
-      }
-    }
-    if (std::chrono::steady_clock::now() - lastProgress > 500ms) break;
-  }
-  return sent;
-}
-
 TEST(EchoBackpressure, EightClientsPushingAHundredMegabytesWithoutReadingStayUnder96MiB) {
   Child server({binaryPath("keel-echo"), "--port", "0"});
   std::string line;
@@ -79,7 +42,7 @@ TEST(EchoBackpressure, EightClientsPushingAHundredMegabytesWithoutReadingStayUnd
   for (auto& t : pushers) t.join();
   std::size_t total = 0;
   for (std::size_t s : sent) total += s;
-  const long peak = peakRssKiB(server.pid());
+  const long peak = procStatusKiB(server.pid(), "VmHWM:");
   std::printf("[measure] %d clients pushed %zu bytes in all without reading; keel-echo peak RSS %ld KiB\n",
               kClients, total, peak);
   EXPECT_LT(total, kClients * kEach) << "flow control must have stopped the clients";

@@ -36,31 +36,10 @@ class Echo final : public Handler {
   }
 };
 
-// Sends up to `max` bytes and never reads; stops after `budget` or once the
-// peer stopped taking bytes for 500 ms (TCP's own backpressure at work).
-std::size_t pushWithoutReading(int fd, std::size_t max, std::chrono::milliseconds budget) {
-  const std::string chunk(64 * 1024, 'p');
-  std::size_t sent = 0;
-  const auto deadline = std::chrono::steady_clock::now() + budget;
-  auto lastProgress = std::chrono::steady_clock::now();
-  while (sent < max && std::chrono::steady_clock::now() < deadline) {
-    pollfd p{fd, POLLOUT, 0};
-    if (::poll(&p, 1, 100) == 1) {
-      const ssize_t n = ::send(fd, chunk.data(), std::min(chunk.size(), max - sent), MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n < 0 && errno != EAGAIN) break;
-      if (n > 0) {
-        sent += static_cast<std::size_t>(n);
-        lastProgress = std::chrono::steady_clock::now();
-      }
-    }
-    if (std::chrono::steady_clock::now() - lastProgress > 500ms) break;
-  }
-  return sent;
-}
-
 TEST(Budget, NonReadingClientsAreHeldByBackpressureByDefault) {
   ServerOptions options;  // the defaults: nothing opted in
-  ServerThread srv(SocketAddress::loopback4(0), options, [](Connection& c) { c.pipeline().emplaceLast<Echo>(); });
+  ServerThread srv(SocketAddress::loopback4(0), options,
+                   [](Connection& c) { c.pipeline().emplaceLast<Echo>(); });
   constexpr int kClients = 8;
   std::vector<std::unique_ptr<BlockingClient>> clients;
   for (int i = 0; i < kClients; ++i) clients.push_back(std::make_unique<BlockingClient>(srv.address()));
@@ -74,8 +53,8 @@ TEST(Budget, NonReadingClientsAreHeldByBackpressureByDefault) {
   std::size_t total = 0;
   for (std::size_t s : sent) total += s;
   const auto& c = options.connection;
-  std::printf("[measure] %d clients pushed %zu bytes without reading; server queued %zu bytes\n", kClients, total,
-              st.queuedOutput);
+  std::printf("[measure] %d clients pushed %zu bytes without reading; server queued %zu bytes\n", kClients,
+              total, st.queuedOutput);
   EXPECT_LT(total, std::size_t{kClients} * (100u << 20)) << "TCP backpressure must have stopped the clients";
   // Each connection stops reading at the high watermark: what is queued is
   // at most that plus one read per connection.
@@ -90,7 +69,8 @@ TEST(Budget, TheServerWideBudgetPausesEveryoneThenResetsTheLargestQueues) {
   ServerOptions options;
   options.outputBudget = 3u << 20;  // below what 8 paused connections hold
   options.outputBudgetGrace = 300ms;
-  ServerThread srv(SocketAddress::loopback4(0), options, [](Connection& c) { c.pipeline().emplaceLast<Echo>(); });
+  ServerThread srv(SocketAddress::loopback4(0), options,
+                   [](Connection& c) { c.pipeline().emplaceLast<Echo>(); });
   constexpr int kClients = 8;
   std::vector<std::unique_ptr<BlockingClient>> clients;
   for (int i = 0; i < kClients; ++i) clients.push_back(std::make_unique<BlockingClient>(srv.address()));
@@ -135,7 +115,8 @@ bool closedByServer(int fd) {
 TEST(Budget, APerPeerCapKeepsOneAddressFromTakingEverySlot) {
   ServerOptions options;
   options.maxConnectionsPerPeer = 3;
-  ServerThread srv(SocketAddress::loopback4(0), options, [](Connection& c) { c.pipeline().emplaceLast<Echo>(); });
+  ServerThread srv(SocketAddress::loopback4(0), options,
+                   [](Connection& c) { c.pipeline().emplaceLast<Echo>(); });
   std::vector<int> fds;
   for (int i = 0; i < 5; ++i) fds.push_back(connectFrom("127.0.0.1", srv.address()));
   for (int fd : fds) ASSERT_GE(fd, 0);

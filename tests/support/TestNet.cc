@@ -1,5 +1,6 @@
 #include "support/TestNet.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -223,6 +224,41 @@ std::string binaryPath(const std::string& name) {
   std::string dir = n > 0 ? std::string(self, static_cast<std::size_t>(n)) : std::string();
   dir = dir.substr(0, dir.rfind('/'));
   return dir + "/" + name;
+}
+
+std::size_t pushWithoutReading(int fd, std::size_t max, std::chrono::milliseconds budget) {
+  const std::string chunk(64 * 1024, 'p');
+  std::size_t sent = 0;
+  const auto deadline = std::chrono::steady_clock::now() + budget;
+  auto lastProgress = std::chrono::steady_clock::now();
+  while (sent < max && std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLOUT, 0};
+    if (::poll(&p, 1, 100) == 1) {
+      const ssize_t n =
+          ::send(fd, chunk.data(), std::min(chunk.size(), max - sent), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0 && errno != EAGAIN) break;
+      if (n > 0) {
+        sent += static_cast<std::size_t>(n);
+        lastProgress = std::chrono::steady_clock::now();
+      }
+    }
+    if (std::chrono::steady_clock::now() - lastProgress > 500ms) break;
+  }
+  return sent;
+}
+
+long procStatusKiB(pid_t pid, std::string_view field) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string key;
+  while (f >> key) {
+    if (key == field) {
+      long v = 0;
+      f >> v;
+      return v;
+    }
+    f.ignore(1 << 12, '\n');
+  }
+  return 0;
 }
 
 }  // namespace keel::test

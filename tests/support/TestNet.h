@@ -11,6 +11,8 @@
 #include <string>
 #include <string_view>
 
+#include <sys/types.h>
+
 #include "keel/core/Fd.h"
 #include "keel/core/LoopThread.h"
 #include "keel/net/Server.h"
@@ -84,5 +86,11 @@ bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds tim
 [[nodiscard]] std::string randomBytes(std::size_t n, std::uint32_t seed = 1);
 // Path of a binary built next to the test binaries (build/<preset>/bin/NAME).
 [[nodiscard]] std::string binaryPath(const std::string& name);
+// A hostile client: sends up to `max` bytes on `fd` and never reads. Stops
+// after `budget`, or once the peer has taken nothing for 500 ms (TCP's flow
+// control holding it). Returns what was sent.
+std::size_t pushWithoutReading(int fd, std::size_t max, std::chrono::milliseconds budget);
+// A field of /proc/PID/status in KiB ("VmRSS:", "VmHWM:"); 0 if unreadable.
+[[nodiscard]] long procStatusKiB(pid_t pid, std::string_view field);
 
 }  // namespace keel::test
