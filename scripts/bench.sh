@@ -12,7 +12,8 @@ cd "$root"
 # A missing binary is reported here and becomes a "not built" row, never a
 # failure. keel-echo needs KEEL_BUILD_EXAMPLES=ON.
 missing=()
-for b in keel-pingpong floor-echo keel-echo keel-rr keel-tput micro_bench timer_bench libevent-echo libuv-echo asio-echo; do
+for b in keel-pingpong floor-echo keel-echo keel-rr keel-tput micro_bench timer_bench libevent-echo libuv-echo asio-echo \
+  keel-http keel-http-close keel-sws; do
   [ -x "$bin/$b" ] || missing+=("$b")
 done
 if [ ${#missing[@]} -gt 0 ]; then
