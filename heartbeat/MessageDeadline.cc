@@ -22,6 +22,7 @@ void MessageDeadline::onClosed(HandlerContext& ctx, CloseReason reason) {
 }
 
 void MessageDeadline::onData(HandlerContext& ctx, Buffer& in) {
+  const std::size_t before = in.readableBytes();
   ctx.fireData(in);
   // Handlers are kept alive until the outermost event returns, so `this` is
   // valid here even if the connection closed during the call.
@@ -30,7 +31,12 @@ void MessageDeadline::onData(HandlerContext& ctx, Buffer& in) {
     partial_ = false;  // every message complete; a pending timer finds nothing to do
     return;
   }
-  if (partial_) return;  // the same message continues: its clock keeps running
+  // The handlers consumed bytes and left some: the message that was waiting
+  // is done and a new one began in this read, so its clock starts now. A
+  // stream of back-to-back messages whose reads all end mid-message is not
+  // one message that never completes. Without consumption the same message
+  // continues and its clock keeps running.
+  if (partial_ && in.readableBytes() == before) return;
   partial_ = true;
   partialSince_ = ctx.loop().now();
   if (!timer_.armed()) timer_.arm(ctx, limit_);

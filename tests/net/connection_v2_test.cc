@@ -14,6 +14,7 @@
 #include "keel/core/EventLoop.h"
 #include "keel/core/LoopClock.h"
 #include "keel/heartbeat/IdleReaper.h"
+#include "keel/heartbeat/MessageDeadline.h"
 #include "keel/net/Buffer.h"
 #include "keel/net/Connection.h"
 #include "keel/net/EmbeddedConnection.h"
@@ -415,6 +416,36 @@ TEST(HandlerTimer, RemovingTheHandlerCancelsItsTimer) {
   EXPECT_EQ(e.loop.timers().size(), pending - 1) << "the destructor cancelled the registration";
   advanceLoop(e.loop, e.clock, 100ms);
   EXPECT_EQ(fired, 0);
+}
+
+// ---- MessageDeadline on a stream of back-to-back messages ---------------------------
+// Consumes whole 4-byte messages and leaves a partial one behind.
+class FourByteMessages final : public Handler {
+ public:
+  void onData(HandlerContext&, Buffer& in) override {
+    while (in.readableBytes() >= 4) in.retrieve(4);
+  }
+};
+
+TEST(MessageDeadlineStream, ReadsThatAllEndMidMessageAreNotOneMessageThatNeverCompletes) {
+  Embedded e;
+  EmbeddedConnection ec(e.loop);
+  ec.pipeline().emplaceLast<MessageDeadline>(100ms);
+  ec.pipeline().emplaceLast<FourByteMessages>();
+  ec.start();
+  // Every 60 ms a read completes the waiting message and starts the next:
+  // each message takes 60 ms, well inside the limit, for a whole second.
+  ec.feed("ab");
+  for (int i = 0; i < 16; ++i) {
+    advanceLoop(e.loop, e.clock, 60ms);
+    ec.feed("cdab");
+  }
+  EXPECT_FALSE(ec.connection().closed()) << "a message completed every 60 ms under a 100 ms limit";
+  // A message that really stalls is still reaped at its limit.
+  advanceLoop(e.loop, e.clock, 99ms);
+  EXPECT_FALSE(ec.connection().closed());
+  advanceLoop(e.loop, e.clock, 2ms);
+  EXPECT_EQ(ec.closedWith(), CloseReason::IdleTimeout);
 }
 
 // ---- thread rules ----------------------------------------------------------------------
