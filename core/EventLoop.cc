@@ -11,8 +11,6 @@
 #include "keel/core/Log.h"
 #include "keel/core/Watcher.h"
 
-// advanceLoop lives with the loop: it needs nothing but the public API.
-
 namespace keel {
 namespace {
 
@@ -258,6 +256,7 @@ void EventLoop::removeWatcher(Watcher& w) noexcept {
 
 namespace keel {
 
+// Declared in LoopClock.h; defined here, with the loop it drives.
 void advanceLoop(EventLoop& loop, ManualClock& clock, Duration d) {
   const TimePoint end = clock.now() + d;
   loop.runOnce(Duration::zero());
