@@ -18,6 +18,7 @@
 #include "keel/heartbeat/HeartbeatMessage.h"
 #include "keel/net/FrameCodec.h"
 #include "keel/net/Handler.h"
+#include "keel/net/Pipeline.h"
 
 namespace keel::test {
 

@@ -167,14 +167,16 @@ ServerThread::~ServerThread() {
   thread_.stop();
 }
 
-void ServerThread::runAndWait(const std::function<void()>& f) {
+void runOn(EventLoop& loop, const std::function<void()>& f) {
   std::promise<void> done;
-  loop_->runInLoop([&] {
+  loop.runInLoop([&] {
     f();
     done.set_value();
   });
   done.get_future().wait();
 }
+
+void ServerThread::runAndWait(const std::function<void()>& f) { runOn(*loop_, f); }
 
 int countTimeWait(std::uint16_t port, std::uint16_t other) {
   int count = 0;

@@ -54,6 +54,9 @@ class BlockingClient {
   std::chrono::milliseconds timeout_;
 };
 
+// Runs f on the loop's thread and waits for it.
+void runOn(EventLoop& loop, const std::function<void()>& f);
+
 // A Server on a loop thread of its own, built and destroyed on that thread.
 class ServerThread {
  public:
