@@ -785,9 +785,8 @@ TEST(Client, UsableFromAThreadOtherThanTheLoops) {
   ASSERT_FALSE(ec) << ec.message();
 
   // connection() from this thread, once the loop has published it.
-  const TimePoint deadline = Clock::now() + kWait;
-  while (!(conn = client->connection()) && Clock::now() < deadline) std::this_thread::sleep_for(1ms);
-  ASSERT_TRUE(conn);
+  ASSERT_TRUE(test::eventually([&] { return (conn = client->connection()) != nullptr; },
+                               std::chrono::duration_cast<std::chrono::milliseconds>(kWait)));
   EXPECT_EQ(client->state(), ClientState::Connected);
   EXPECT_EQ(client->attempts(), 1);
 

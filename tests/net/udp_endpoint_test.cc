@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include <poll.h>
+
 #include "keel/core/EventLoop.h"
 #include "keel/net/Socket.h"
 #include "keel/net/SocketAddress.h"
@@ -281,7 +283,11 @@ TEST(UdpEndpoint, PortUnreachableIsAlsoReportedWhenTheLoopHasNotRun) {
   UdpEndpoint client(loop, {});
   ASSERT_FALSE(client.connect(deadPeer));
   ASSERT_FALSE(client.send(bytes("1")));
-  std::this_thread::sleep_for(20ms);  // loopback answers at once; this is margin
+  // The ICMP port-unreachable sets the socket's error, which poll reports
+  // without clearing it: wait for that instead of for a margin.
+  pollfd p{client.socket().fd(), 0, 0};
+  ASSERT_EQ(::poll(&p, 1, 5000), 1) << "no ICMP error arrived";
+  ASSERT_NE(p.revents & POLLERR, 0);
   EXPECT_EQ(client.send(bytes("2")), std::errc::connection_refused);
   EXPECT_EQ(client.stats().sendErrors, 1u);
   runFor(loop, 20ms);  // nothing pending: the loop stays quiet
@@ -369,7 +375,11 @@ TEST(UdpEndpoint, OneRecvmmsgPerReadinessLeavesTheRestForLaterIterations) {
   UdpEndpoint tx(loop, {});
   ASSERT_FALSE(tx.bind(SocketAddress::loopback4(0)));
   for (int i = 0; i < 10; ++i) ASSERT_FALSE(tx.sendTo(bytes("d"), rx.localAddress()));
-  std::this_thread::sleep_for(20ms);  // all ten are queued on loopback by now
+  // Real time must pass: the test needs every datagram in the receive queue
+  // before the first readiness, and a UDP socket tells how big its next
+  // datagram is, never how many are queued. Loopback queues them during
+  // sendto in practice; this is margin.
+  std::this_thread::sleep_for(20ms);
 
   loop.runOnce(1s);
   EXPECT_EQ(got, 4u);  // one batch per readiness, not "until EAGAIN"
@@ -389,6 +399,8 @@ TEST(UdpEndpoint, CloseInsideTheCallbackStopsDelivery) {
   UdpEndpoint tx(loop, {});
   ASSERT_FALSE(tx.bind(SocketAddress::loopback4(0)));
   for (int i = 0; i < 5; ++i) ASSERT_FALSE(tx.sendTo(bytes("d"), rx.localAddress()));
+  // Real time must pass: all five must be queued before the first readiness
+  // (see OneRecvmmsgPerReadinessLeavesTheRestForLaterIterations).
   std::this_thread::sleep_for(20ms);
 
   ASSERT_TRUE(runUntil(loop, [&] { return got == 1; }));
@@ -418,6 +430,8 @@ TEST(UdpEndpoint, RebindInsideTheCallbackMovesToTheNewSocket) {
   ASSERT_FALSE(tx.bind(SocketAddress::loopback4(0)));
   ASSERT_FALSE(tx.sendTo(bytes("one"), first));
   ASSERT_FALSE(tx.sendTo(bytes("two"), first));  // read with "one", dropped by the close
+  // Real time must pass: "two" must be queued before the first readiness
+  // (see OneRecvmmsgPerReadinessLeavesTheRestForLaterIterations).
   std::this_thread::sleep_for(20ms);
 
   ASSERT_TRUE(runUntil(loop, [&] { return got.size() == 1; }));
