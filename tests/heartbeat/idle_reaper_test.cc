@@ -48,7 +48,8 @@ class Talker final : public Handler {
   HandlerTimer timer_{[this] { tick(); }};
 };
 
-// One embedded connection with [IdleReaper][extra...][IdleObserver].
+// One embedded connection with [IdleReaper][IdleObserver]. `reaper` is valid
+// until the connection closes (closing destroys the handlers).
 struct Reaped {
   Reaped(test::ManualLoop& m, IdleSeen& seen, IdleLimits limits, IdleAction action, std::uint64_t id = 1,
          std::string goodbye = {})
@@ -202,11 +203,11 @@ TEST(IdleReaper, ShutdownActionRaisesTheEventThenShutsDownGracefully) {
   EXPECT_FALSE(seen.closed(1)) << "shutdown waits for the peer's FIN";
   m.advance(1s);
   EXPECT_FALSE(seen.closed(1)) << "the reaper stops watching once it has acted";
-  r.ec.feedFin();
+  EXPECT_EQ(r.reaper->detected(IdleKind::Reader), 1u);
+  r.ec.feedFin();  // closing destroys the handlers: nothing reads r.reaper after this
   ASSERT_TRUE(seen.closed(1));
   // Documented: the graceful path ends with the shutdown's own reason.
   EXPECT_EQ(seen.reason(1), CloseReason::IdleTimeout) << "shutdown() carries the idle reason to the close";
-  EXPECT_EQ(r.reaper->detected(IdleKind::Reader), 1u);
 }
 
 TEST(IdleReaper, LimitsChangeAtRunTime) {

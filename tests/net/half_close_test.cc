@@ -47,7 +47,7 @@ struct Halves {
   test::ManualLoop m;
   Seen seen;
   EmbeddedConnection ec;
-  HalfClose* half = nullptr;
+  HalfClose* half = nullptr;  // until the connection closes (closing destroys the handlers)
 };
 
 TEST(HalfClose, CloseNowDropsQueuedOutputButTheAppStillSeesTheFinFirst) {
@@ -106,7 +106,6 @@ TEST(HalfClose, StayOpenWithAnAppThatNeverClosesIsClosedAfterTheLingerAsPeerClos
   EXPECT_EQ(h.seen.get(), (Events{"fin", "closed:peer-closed"}));
   EXPECT_GE(h.seen.finToClose(), 300ms);
   EXPECT_LE(h.seen.finToClose(), 301ms);
-  EXPECT_FALSE(h.half->lingering());
 }
 
 TEST(HalfClose, PolicySwitchesAtRunTime) {
