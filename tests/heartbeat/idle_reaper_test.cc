@@ -48,57 +48,64 @@ class Talker final : public Handler {
   HandlerTimer timer_{[this] { tick(); }};
 };
 
-// One embedded connection with [IdleReaper][IdleObserver]. `reaper` is valid
-// until the connection closes (closing destroys the handlers).
-struct Reaped {
-  Reaped(test::ManualLoop& m, IdleSeen& seen, IdleLimits limits, IdleAction action, std::uint64_t id = 1,
-         std::string goodbye = {})
-      : ec(m.loop, {}, id) {
-    reaper = &ec.pipeline().emplaceLast<IdleReaper>(limits, action);
-    observer = &ec.pipeline().emplaceLast<IdleObserver>(&seen, std::move(goodbye));
+// Embedded connections with [IdleReaper][IdleObserver] on one manual loop,
+// all reporting to `seen`.
+struct Idle {
+  struct Reaped {
+    Reaped(EventLoop& loop, IdleSeen& seen, IdleLimits limits, IdleAction action, std::uint64_t id,
+           std::string goodbye)
+        : ec(loop, {}, id) {
+      reaper = &ec.pipeline().emplaceLast<IdleReaper>(limits, action);
+      ec.pipeline().emplaceLast<IdleObserver>(&seen, std::move(goodbye));
+      ec.start();
+    }
+    EmbeddedConnection ec;
+    IdleReaper* reaper = nullptr;  // until the connection closes (closing destroys the handlers)
+  };
+  // A started connection; `goodbye` is the observer's answer to an idle event.
+  Reaped& add(IdleLimits limits, IdleAction action, std::string goodbye = {}) {
+    conns.push_back(
+        std::make_unique<Reaped>(m.loop, seen, limits, action, conns.size() + 1, std::move(goodbye)));
+    return *conns.back();
   }
-  EmbeddedConnection ec;
-  IdleReaper* reaper = nullptr;
-  IdleObserver* observer = nullptr;
+  test::ManualLoop m;
+  IdleSeen seen;
+  std::vector<std::unique_ptr<Reaped>> conns;
 };
 
 TEST(IdleReaper, IdleConnectionIsClosedAtItsLimitAndNotATickBefore) {
-  test::ManualLoop m;
-  IdleSeen seen;
-  Reaped r(m, seen, readerOnly(200ms), IdleAction::Close);
-  r.ec.start();
-  m.advance(199ms);
-  EXPECT_FALSE(seen.closed(1)) << "never before the limit";
+  Idle t;
+  auto& r = t.add(readerOnly(200ms), IdleAction::Close);
+  t.m.advance(199ms);
+  EXPECT_FALSE(t.seen.closed(1)) << "never before the limit";
   EXPECT_FALSE(r.ec.transportClosed());
-  m.advance(2ms);  // the wheel fires at most one tick late
-  ASSERT_TRUE(seen.closed(1));
-  EXPECT_EQ(seen.reason(1), CloseReason::IdleTimeout);
-  EXPECT_GE(seen.lifetime(1), 200ms);
-  EXPECT_LE(seen.lifetime(1), 201ms);
+  t.m.advance(2ms);  // the wheel fires at most one tick late
+  ASSERT_TRUE(t.seen.closed(1));
+  EXPECT_EQ(t.seen.reason(1), CloseReason::IdleTimeout);
+  EXPECT_GE(t.seen.lifetime(1), 200ms);
+  EXPECT_LE(t.seen.lifetime(1), 201ms);
   EXPECT_TRUE(r.ec.transportClosed());
   EXPECT_FALSE(r.ec.wasReset()) << "an idle-timeout close is a FIN, not a reset";
 }
 
 TEST(IdleReaper, ConnectionThatKeepsTalkingEvery50msForOneSecondIsNeverClosed) {
-  test::ManualLoop m;
-  IdleSeen seen;
+  Idle t;
   IdleLimits limits;
   limits.reader = 200ms;
   limits.all = 200ms;
-  Reaped r(m, seen, limits, IdleAction::Close);
-  r.ec.start();
+  auto& r = t.add(limits, IdleAction::Close);
   for (int i = 0; i < 20; ++i) {
     r.ec.feed("x");
-    m.advance(50ms);
+    t.m.advance(50ms);
   }
-  EXPECT_FALSE(seen.closed(1));
+  EXPECT_FALSE(t.seen.closed(1));
   EXPECT_FALSE(r.ec.connection().closed());
-  EXPECT_EQ(seen.eventsOf(1).size(), 0u);
+  EXPECT_EQ(t.seen.eventsOf(1).size(), 0u);
   // The same connection falls silent: reaped one limit after its last byte.
-  m.advance(150ms - 1ms);
-  EXPECT_FALSE(seen.closed(1));
-  m.advance(2ms);
-  EXPECT_TRUE(seen.closed(1));
+  t.m.advance(150ms - 1ms);
+  EXPECT_FALSE(t.seen.closed(1));
+  t.m.advance(2ms);
+  EXPECT_TRUE(t.seen.closed(1));
 }
 
 TEST(IdleReaper, ReaderWriterAndAllAreToldApartAndEachFiresOncePerIdlePeriod) {
@@ -141,26 +148,24 @@ TEST(IdleReaper, ReaderWriterAndAllAreToldApartAndEachFiresOncePerIdlePeriod) {
 }
 
 TEST(IdleReaper, NotifyFiresAgainOnlyAfterActivityAndAFullNewPeriod) {
-  test::ManualLoop m;
-  IdleSeen seen;
-  Reaped r(m, seen, readerOnly(150ms), IdleAction::Notify);
-  r.ec.start();
-  m.advance(149ms);
-  EXPECT_EQ(seen.count(1, IdleKind::Reader), 0);
-  m.advance(2ms);
-  EXPECT_EQ(seen.count(1, IdleKind::Reader), 1);
-  m.advance(500ms);  // more than three periods of silence
-  EXPECT_EQ(seen.count(1, IdleKind::Reader), 1) << "one idle period, one event";
+  Idle t;
+  auto& r = t.add(readerOnly(150ms), IdleAction::Notify);
+  t.m.advance(149ms);
+  EXPECT_EQ(t.seen.count(1, IdleKind::Reader), 0);
+  t.m.advance(2ms);
+  EXPECT_EQ(t.seen.count(1, IdleKind::Reader), 1);
+  t.m.advance(500ms);  // more than three periods of silence
+  EXPECT_EQ(t.seen.count(1, IdleKind::Reader), 1) << "one idle period, one event";
 
   r.ec.feed("wake");
-  m.advance(149ms);
-  EXPECT_EQ(seen.count(1, IdleKind::Reader), 1) << "a new period must be a full one";
-  m.advance(2ms);
-  EXPECT_EQ(seen.count(1, IdleKind::Reader), 2);
-  m.advance(500ms);
-  EXPECT_EQ(seen.count(1, IdleKind::Reader), 2);
-  for (const IdleEvent& e : seen.eventsOf(1)) EXPECT_GE(e.idleFor, 150ms);
-  EXPECT_FALSE(seen.closed(1));
+  t.m.advance(149ms);
+  EXPECT_EQ(t.seen.count(1, IdleKind::Reader), 1) << "a new period must be a full one";
+  t.m.advance(2ms);
+  EXPECT_EQ(t.seen.count(1, IdleKind::Reader), 2);
+  t.m.advance(500ms);
+  EXPECT_EQ(t.seen.count(1, IdleKind::Reader), 2);
+  for (const IdleEvent& e : t.seen.eventsOf(1)) EXPECT_GE(e.idleFor, 150ms);
+  EXPECT_FALSE(t.seen.closed(1));
 }
 
 TEST(IdleReaper, WriterIdleFiresOnceForAPeerThatStopsTakingBytes) {
@@ -192,34 +197,29 @@ TEST(IdleReaper, WriterIdleFiresOnceForAPeerThatStopsTakingBytes) {
 }
 
 TEST(IdleReaper, ShutdownActionRaisesTheEventThenShutsDownGracefully) {
-  test::ManualLoop m;
-  IdleSeen seen;
-  Reaped r(m, seen, readerOnly(200ms), IdleAction::Shutdown, 1, "bye");  // answers the event
-  r.ec.start();
-  m.advance(201ms);
-  EXPECT_EQ(seen.count(1, IdleKind::Reader), 1);
+  Idle t;
+  auto& r = t.add(readerOnly(200ms), IdleAction::Shutdown, "bye");  // answers the event
+  t.m.advance(201ms);
+  EXPECT_EQ(t.seen.count(1, IdleKind::Reader), 1);
   EXPECT_EQ(r.ec.takeOutput(), "bye") << "the event comes first, the FIN after the answer";
   EXPECT_TRUE(r.ec.finSent());
-  EXPECT_FALSE(seen.closed(1)) << "shutdown waits for the peer's FIN";
-  m.advance(1s);
-  EXPECT_FALSE(seen.closed(1)) << "the reaper stops watching once it has acted";
+  EXPECT_FALSE(t.seen.closed(1)) << "shutdown waits for the peer's FIN";
+  t.m.advance(1s);
+  EXPECT_FALSE(t.seen.closed(1)) << "the reaper stops watching once it has acted";
   EXPECT_EQ(r.reaper->detected(IdleKind::Reader), 1u);
   r.ec.feedFin();  // closing destroys the handlers: nothing reads r.reaper after this
-  ASSERT_TRUE(seen.closed(1));
+  ASSERT_TRUE(t.seen.closed(1));
   // Documented: the graceful path ends with the shutdown's own reason.
-  EXPECT_EQ(seen.reason(1), CloseReason::IdleTimeout) << "shutdown() carries the idle reason to the close";
+  EXPECT_EQ(t.seen.reason(1), CloseReason::IdleTimeout) << "shutdown() carries the idle reason to the close";
 }
 
 TEST(IdleReaper, LimitsChangeAtRunTime) {
-  test::ManualLoop m;
-  IdleSeen seen;
-  Reaped a(m, seen, IdleLimits{}, IdleAction::Close, 1);  // all off
-  Reaped b(m, seen, IdleLimits{}, IdleAction::Close, 2);
-  a.ec.start();
-  b.ec.start();
+  Idle t;
+  auto& a = t.add(IdleLimits{}, IdleAction::Close);  // all off
+  auto& b = t.add(IdleLimits{}, IdleAction::Close);
   EXPECT_FALSE(a.reaper->armed()) << "no limit, no timer";
-  m.advance(400ms);
-  EXPECT_EQ(seen.closedCount(), 0u) << "no limit, no reaping";
+  t.m.advance(400ms);
+  EXPECT_EQ(t.seen.closedCount(), 0u) << "no limit, no reaping";
 
   // Turned on: counts from the call, so the 400 ms already idle do not count.
   a.reaper->setLimits(readerOnly(200ms));
@@ -227,29 +227,27 @@ TEST(IdleReaper, LimitsChangeAtRunTime) {
   b.reaper->setLimits(readerOnly(200ms));
   b.reaper->setLimits(IdleLimits{});
   EXPECT_FALSE(b.reaper->armed());
-  m.advance(199ms);
-  EXPECT_FALSE(seen.closed(1));
-  m.advance(2ms);
-  ASSERT_TRUE(seen.closed(1));
-  EXPECT_EQ(seen.reason(1), CloseReason::IdleTimeout);
+  t.m.advance(199ms);
+  EXPECT_FALSE(t.seen.closed(1));
+  t.m.advance(2ms);
+  ASSERT_TRUE(t.seen.closed(1));
+  EXPECT_EQ(t.seen.reason(1), CloseReason::IdleTimeout);
   EXPECT_TRUE(a.ec.transportClosed());
   EXPECT_FALSE(a.ec.wasReset());
-  m.advance(400ms);
-  EXPECT_FALSE(seen.closed(2));
+  t.m.advance(400ms);
+  EXPECT_FALSE(t.seen.closed(2));
   EXPECT_FALSE(b.ec.connection().closed());
 }
 
 TEST(IdleReaper, ALimitMadeShorterNeverReapsInRetrospect) {
-  test::ManualLoop m;
-  IdleSeen seen;
-  Reaped r(m, seen, readerOnly(10s), IdleAction::Close);
-  r.ec.start();
-  m.advance(5s);
+  Idle t;
+  auto& r = t.add(readerOnly(10s), IdleAction::Close);
+  t.m.advance(5s);
   r.reaper->setLimits(readerOnly(1s));  // already idle for 5 s, longer than the new limit
-  m.advance(999ms);
-  EXPECT_FALSE(seen.closed(1));
-  m.advance(2ms);
-  EXPECT_TRUE(seen.closed(1));
+  t.m.advance(999ms);
+  EXPECT_FALSE(t.seen.closed(1));
+  t.m.advance(2ms);
+  EXPECT_TRUE(t.seen.closed(1));
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include "keel/net/Connection.h"
 #include "keel/net/Handler.h"
 #include "keel/net/Pipeline.h"
+#include "support/EventLog.h"
 
 namespace keel::test {
 
@@ -23,23 +24,13 @@ using namespace std::chrono_literals;
 inline constexpr std::size_t k8MiB = 8u << 20;
 
 // What the application end saw. Loop thread writes, test thread reads.
-struct HalfCloseSeen {
-  std::mutex m;
-  std::vector<std::string> events;
+struct HalfCloseSeen : EventLog {
   std::atomic<int> reason{-1};
   std::atomic<std::uint64_t> bytesIn{0};
   TimePoint finAt{};
   TimePoint closedAt{};
   std::weak_ptr<Connection> conn;
 
-  void add(std::string e) {
-    std::lock_guard l(m);
-    events.push_back(std::move(e));
-  }
-  std::vector<std::string> get() {
-    std::lock_guard l(m);
-    return events;
-  }
   bool closed() const { return reason.load() >= 0; }
   Duration finToClose() {
     std::lock_guard l(m);
