@@ -68,22 +68,6 @@ inline void runFor(EventLoop& loop, Duration d) {
       loop, [] { return false; }, d);
 }
 
-inline std::string uniqueSuffix() {
-  static std::atomic<int> counter{0};
-  return std::to_string(::getpid()) + "_" + std::to_string(counter.fetch_add(1));
-}
-
-class TempPath {
- public:
-  TempPath() : path_("/tmp/keel_client_test_" + uniqueSuffix() + ".sock") { ::unlink(path_.c_str()); }
-  ~TempPath() { ::unlink(path_.c_str()); }
-  TempPath(const TempPath&) = delete;
-  TempPath& operator=(const TempPath&) = delete;
-  [[nodiscard]] const std::string& str() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // What a client connection's pipeline saw, in order.
 struct Seen {

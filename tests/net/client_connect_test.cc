@@ -11,17 +11,7 @@ namespace keel {
 namespace {
 
 using namespace std::chrono_literals;
-using test::EchoHandler;
-using test::fastRetry;
-using test::kWait;
-using test::recordInto;
-using test::RecordingHandler;
-using test::runFor;
-using test::runUntil;
-using test::Seen;
-using test::TempPath;
-using test::TestServer;
-using test::uniqueSuffix;
+using namespace keel::test;  // the fixture (net/ClientFixture.h) and support/TestNet.h
 
 // ---- Connector ------------------------------------------------------------------
 
@@ -116,7 +106,7 @@ TEST(Client, ConnectsOverTcpAndExchangesBytesThroughThePipeline) {
 }
 
 TEST(Client, ConnectsOverAUnixSocket) {
-  TempPath path;
+  TempPath path("keel_client_test");
   EventLoop loop;
   TestServer server(loop);
   ASSERT_TRUE(server.start(*SocketAddress::unixPath(path.str())));
@@ -169,7 +159,7 @@ TEST(Client, RefusedConnectIsReportedThroughConnectFailed) {
 }
 
 TEST(Client, MissingUnixSocketIsReportedThroughConnectFailed) {
-  TempPath path;  // nothing there
+  TempPath path("keel_client_test");  // nothing there
   EventLoop loop;
   Client client(loop, *SocketAddress::unixPath(path.str()));
   std::vector<std::error_code> failures;

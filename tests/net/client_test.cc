@@ -11,17 +11,7 @@ namespace keel {
 namespace {
 
 using namespace std::chrono_literals;
-using test::EchoHandler;
-using test::fastRetry;
-using test::kWait;
-using test::recordInto;
-using test::RecordingHandler;
-using test::runFor;
-using test::runUntil;
-using test::Seen;
-using test::TempPath;
-using test::TestServer;
-using test::uniqueSuffix;
+using namespace keel::test;  // the fixture (net/ClientFixture.h) and support/TestNet.h
 
 // ---- Client: the established connection ---------------------------------------------
 

@@ -17,10 +17,7 @@ namespace keel {
 namespace {
 
 using namespace std::chrono_literals;
-using test::bytes;
-using test::runFor;
-using test::runUntil;
-using test::text;
+using namespace keel::test;  // net/UdpTestLoop.h
 
 TEST(UdpEndpoint, OneRecvmmsgPerReadinessLeavesTheRestForLaterIterations) {
   EventLoop loop;

@@ -26,10 +26,7 @@ namespace keel {
 namespace {
 
 using namespace std::chrono_literals;
-using test::bytes;
-using test::runFor;
-using test::runUntil;
-using test::text;
+using namespace keel::test;  // net/UdpTestLoop.h
 
 bool haveIpv6Loopback() {
   try {

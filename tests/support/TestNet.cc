@@ -1,5 +1,6 @@
 #include "support/TestNet.h"
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -177,6 +178,17 @@ void runOn(EventLoop& loop, const std::function<void()>& f) {
 }
 
 void ServerThread::runAndWait(const std::function<void()>& f) { runOn(*loop_, f); }
+
+std::string uniqueSuffix() {
+  static std::atomic<int> counter{0};
+  return std::to_string(::getpid()) + "_" + std::to_string(counter.fetch_add(1));
+}
+
+TempPath::TempPath(const std::string& prefix) : path_("/tmp/" + prefix + "_" + uniqueSuffix() + ".sock") {
+  ::unlink(path_.c_str());
+}
+
+TempPath::~TempPath() { ::unlink(path_.c_str()); }
 
 int countTimeWait(std::uint16_t port, std::uint16_t other) {
   int count = 0;

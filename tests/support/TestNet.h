@@ -77,6 +77,24 @@ class ServerThread {
   SocketAddress address_;
 };
 
+// A string unique to this process and call (pid and a counter), for names
+// that parallel test processes must not share.
+[[nodiscard]] std::string uniqueSuffix();
+
+// A Unix-domain socket path under /tmp, unique to this process and call,
+// removed before use and again when done.
+class TempPath {
+ public:
+  explicit TempPath(const std::string& prefix = "keel_test");
+  ~TempPath();
+  TempPath(const TempPath&) = delete;
+  TempPath& operator=(const TempPath&) = delete;
+  [[nodiscard]] const std::string& str() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 // TIME_WAIT entries whose local or remote port is `port` (0: all); with
 // `other` as well, only the entries between those two ports (one 4-tuple on
 // loopback, unaffected by other tests reusing the same ephemeral port).
