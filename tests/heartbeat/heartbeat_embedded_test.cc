@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "heartbeat/HeartbeatWatch.h"
 #include "keel/heartbeat/Heartbeat.h"
 #include "keel/heartbeat/HeartbeatMessage.h"
 #include "keel/heartbeat/PongResponder.h"
@@ -24,7 +25,6 @@
 #include "keel/net/FrameCodec.h"
 #include "keel/net/Pipeline.h"
 #include "keel/net/Slices.h"
-#include "heartbeat/HeartbeatWatch.h"
 #include "support/ManualLoop.h"
 #include "support/TestNet.h"
 

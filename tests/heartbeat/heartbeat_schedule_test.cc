@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "heartbeat/HeartbeatWatch.h"
 #include "keel/heartbeat/Heartbeat.h"
 #include "keel/heartbeat/HeartbeatMessage.h"
-#include "heartbeat/HeartbeatWatch.h"
 #include "support/TestNet.h"
 
 namespace keel {

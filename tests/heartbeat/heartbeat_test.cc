@@ -27,6 +27,8 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
+#include "heartbeat/HeartbeatWatch.h"
+#include "heartbeat/ResponderProcess.h"
 #include "keel/core/EventLoop.h"
 #include "keel/core/LoopThread.h"
 #include "keel/heartbeat/Heartbeat.h"
@@ -38,8 +40,6 @@
 #include "keel/net/FrameCodec.h"
 #include "keel/net/Pipeline.h"
 #include "keel/net/Server.h"
-#include "heartbeat/HeartbeatWatch.h"
-#include "heartbeat/ResponderProcess.h"
 #include "support/LoopClient.h"
 #include "support/Netns.h"
 #include "support/Process.h"

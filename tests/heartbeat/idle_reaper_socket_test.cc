@@ -16,9 +16,9 @@
 
 #include <sys/socket.h>
 
+#include "heartbeat/IdleObserver.h"
 #include "keel/heartbeat/IdleReaper.h"
 #include "keel/net/Connection.h"
-#include "heartbeat/IdleObserver.h"
 #include "support/TestNet.h"
 
 namespace keel {

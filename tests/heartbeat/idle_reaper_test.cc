@@ -12,12 +12,12 @@
 #include <string>
 #include <vector>
 
+#include "heartbeat/IdleObserver.h"
 #include "keel/core/EventLoop.h"
 #include "keel/heartbeat/IdleReaper.h"
 #include "keel/net/Connection.h"
 #include "keel/net/EmbeddedConnection.h"
 #include "keel/net/HandlerTimer.h"
-#include "heartbeat/IdleObserver.h"
 #include "support/ManualLoop.h"
 
 namespace keel {

@@ -10,12 +10,12 @@
 #include <optional>
 #include <string>
 
+#include "heartbeat/HeartbeatWatch.h"
 #include "keel/heartbeat/IdleReaper.h"
 #include "keel/heartbeat/MessageDeadline.h"
 #include "keel/net/Connection.h"
 #include "keel/net/EmbeddedConnection.h"
 #include "keel/net/FrameCodec.h"
-#include "heartbeat/HeartbeatWatch.h"
 #include "support/ManualLoop.h"
 #include "support/TestNet.h"
 

@@ -8,11 +8,11 @@
 #include <string>
 #include <vector>
 
+#include "heartbeat/HeartbeatWatch.h"
 #include "keel/core/LoopThread.h"
 #include "keel/heartbeat/Heartbeat.h"
 #include "keel/heartbeat/UdpHeartbeat.h"
 #include "keel/net/UdpEndpoint.h"
-#include "heartbeat/HeartbeatWatch.h"
 #include "support/TestNet.h"
 
 namespace keel {

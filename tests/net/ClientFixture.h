@@ -8,8 +8,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <future>
@@ -67,7 +67,6 @@ inline void runFor(EventLoop& loop, Duration d) {
   runUntil(
       loop, [] { return false; }, d);
 }
-
 
 // What a client connection's pipeline saw, in order.
 struct Seen {

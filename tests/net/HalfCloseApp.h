@@ -40,7 +40,8 @@ struct HalfCloseSeen : EventLog {
 
 class HalfCloseApp final : public Handler {
  public:
-  HalfCloseApp(HalfCloseSeen* seen, std::size_t replyOnConnect, std::chrono::milliseconds answerAfterFin = 0ms)
+  HalfCloseApp(HalfCloseSeen* seen, std::size_t replyOnConnect,
+               std::chrono::milliseconds answerAfterFin = 0ms)
       : seen_(seen), replyOnConnect_(replyOnConnect), answerAfterFin_(answerAfterFin) {}
   ~HalfCloseApp() override {
     if (loop_ != nullptr) loop_->cancel(answer_);

@@ -117,7 +117,9 @@ void operator delete(void* p, const std::nothrow_t&) noexcept { keel::test::coun
 void operator delete[](void* p, const std::nothrow_t&) noexcept { keel::test::counting_new::release(p); }
 void operator delete(void* p, std::align_val_t) noexcept { keel::test::counting_new::release(p); }
 void operator delete[](void* p, std::align_val_t) noexcept { keel::test::counting_new::release(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { keel::test::counting_new::release(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
+  keel::test::counting_new::release(p);
+}
 void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
   keel::test::counting_new::release(p);
 }
