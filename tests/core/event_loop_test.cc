@@ -6,10 +6,14 @@
 
 #include <atomic>
 #include <csignal>
+#include <fstream>
+#include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include <fcntl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "keel/core/Fd.h"
@@ -17,6 +21,8 @@
 #include "keel/core/LoopThreadPool.h"
 #include "keel/core/SignalWatcher.h"
 #include "keel/core/Watcher.h"
+#include "support/ManualLoop.h"
+#include "support/TestNet.h"
 
 namespace keel {
 namespace {
@@ -58,15 +64,36 @@ TEST(EventLoop, RunInLoopOnTheLoopThreadRunsImmediately) {
   EXPECT_TRUE(ran);
 }
 
+// True while thread `tid` of this process is blocked in an epoll wait: the
+// kernel names the system call it sleeps in (/proc/.../syscall).
+bool blockedInEpollWait(pid_t tid) {
+  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/syscall");
+  long nr = -1;
+  if (!(in >> nr)) return false;  // "running": not in a system call
+#ifdef SYS_epoll_wait
+  if (nr == SYS_epoll_wait) return true;
+#endif
+  return nr == SYS_epoll_pwait
+#ifdef SYS_epoll_pwait2
+         || nr == SYS_epoll_pwait2
+#endif
+      ;
+}
+
 TEST(EventLoop, QuitFromAnotherThreadWakesABlockedLoop) {
   EventLoop loop;
+  const pid_t loopTid = ::gettid();
+  std::atomic<bool> sawBlocked{false};
   std::thread killer([&] {
-    std::this_thread::sleep_for(50ms);
+    // The quit must arrive while the loop really sleeps, or it would test
+    // nothing: wait until the kernel shows it blocked in epoll_wait.
+    sawBlocked = test::eventually([&] { return blockedInEpollWait(loopTid); }, 5000ms);
     loop.quit();
   });
   const auto start = Clock::now();
   loop.loop();  // no timers, no fds: only the wake-up can end this
   killer.join();
+  EXPECT_TRUE(sawBlocked.load()) << "the loop never blocked in epoll_wait";
   EXPECT_LT(Clock::now() - start, 5s);
 }
 
@@ -85,18 +112,36 @@ TEST(EventLoop, TimerFiresNotBeforeItsDelayOnTheLoopClock) {
   EXPECT_GE(realFiredAt - scheduled, 20ms);
 }
 
+TEST(EventLoop, TimerFiresAtItsDelayOnAManualClockAndNotATickBefore) {
+  test::ManualLoop m;
+  const TimePoint scheduled = m.now();
+  std::optional<TimePoint> firedAt;
+  (void)m.loop.runAfter(20ms, [&] { firedAt = m.loop.now(); });
+  m.advance(19ms);
+  EXPECT_FALSE(firedAt.has_value());
+  m.advance(2ms);  // at most one tick late
+  ASSERT_TRUE(firedAt.has_value());
+  EXPECT_GE(*firedAt - scheduled, 20ms);
+  EXPECT_LE(*firedAt - scheduled, 21ms);
+}
+
 TEST(EventLoop, RunEveryRepeatsUntilCancelled) {
-  EventLoop loop;
-  int runs = 0;
+  test::ManualLoop m;
+  const TimePoint start = m.now();
+  std::vector<Duration> at;
   TimerId id;
-  id = loop.runEvery(2ms, [&] {
-    if (++runs == 5) {
-      loop.cancel(id);
-      (void)loop.runAfter(20ms, [&] { loop.quit(); });
-    }
+  id = m.loop.runEvery(2ms, [&] {
+    at.push_back(m.loop.now() - start);
+    if (at.size() == 5) m.loop.cancel(id);
   });
-  loop.loop();
-  EXPECT_EQ(runs, 5);
+  m.advance(9ms);
+  EXPECT_EQ(at.size(), 4u) << "every 2 ms: at 2, 4, 6 and 8";
+  m.advance(100ms);
+  ASSERT_EQ(at.size(), 5u) << "cancelled from its own callback";
+  for (std::size_t i = 0; i < at.size(); ++i) {
+    EXPECT_GE(at[i], 2ms * static_cast<int>(i + 1));
+    EXPECT_LE(at[i], 2ms * static_cast<int>(i + 1) + 1ms) << "keeps its cadence";
+  }
 }
 
 TEST(EventLoop, WatcherSeesReadabilityAndNoEpollCtlWhenInterestUnchanged) {
@@ -168,8 +213,7 @@ TEST(LoopThread, StartsRunsAndStops) {
     onLoopThread = loop.isInLoopThread();
     ran = true;
   });
-  for (int i = 0; i < 500 && !ran; ++i) std::this_thread::sleep_for(1ms);
-  EXPECT_TRUE(ran);
+  EXPECT_TRUE(test::eventually([&] { return ran.load(); }));
   EXPECT_TRUE(onLoopThread);
   t.stop();
   EXPECT_EQ(t.loop(), nullptr);

@@ -14,7 +14,7 @@
 
 #include <unistd.h>
 
-#include "example_child.h"
+#include "support/Child.h"
 #include "support/TestNet.h"
 
 namespace keel::test {

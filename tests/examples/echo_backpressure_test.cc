@@ -16,7 +16,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
-#include "example_child.h"
+#include "support/Child.h"
 #include "support/TestNet.h"
 
 namespace keel::test {

@@ -10,7 +10,7 @@
 #include <unistd.h>
 #include <nlohmann/json.hpp>
 
-#include "example_child.h"
+#include "support/Child.h"
 #include "support/TestNet.h"
 
 namespace keel::test {

@@ -13,7 +13,7 @@
 
 #include <unistd.h>
 
-#include "examples/example_child.h"
+#include "support/Child.h"
 #include "support/TestNet.h"
 
 namespace keel::test {

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "example_child.h"
+#include "support/Child.h"
 #include "support/TestNet.h"
 
 namespace keel::test {

@@ -11,7 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "examples/example_child.h"
+#include "support/Child.h"
 #include "support/TestNet.h"
 
 namespace keel::test {

@@ -49,6 +49,8 @@
 #include "keel/net/Buffer.h"
 #include "keel/net/Connection.h"
 #include "keel/net/FrameCodec.h"
+#include "support/Netns.h"
+#include "support/Process.h"
 #include "support/TestNet.h"
 
 namespace keel {
@@ -68,15 +70,6 @@ std::string frameOf(std::string_view payload) {
   char h[FrameCodec::kHeaderBytes];
   FrameCodec::encodeHeader(static_cast<std::uint32_t>(payload.size()), h);
   return std::string(h, sizeof h) + std::string(payload);
-}
-
-// Sets this thread's network namespace (sockets it creates afterwards live there).
-bool enterNetns(const std::string& name) {
-  const int fd = ::open(("/var/run/netns/" + name).c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  const bool ok = ::setns(fd, CLONE_NEWNET) == 0;
-  ::close(fd);
-  return ok;
 }
 
 // ---- peer processes ------------------------------------------------------------------
@@ -130,10 +123,7 @@ class Peer {
     ::close(progressPipe_[1]);
   }
   ~Peer() {
-    if (pid_ > 0 && !reaped_) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
+    if (!reaped_) test::killAndReap(pid_);
     ::close(portPipe_[1]);
     ::close(progressPipe_[0]);
   }
@@ -153,16 +143,10 @@ class Peer {
   void signal(int sig) { ::kill(pid_, sig); }
   // The exit status (WEXITSTATUS, or 128 + signal), or nullopt on timeout.
   std::optional<int> wait(std::chrono::milliseconds timeout) {
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < end) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        reaped_ = true;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      std::this_thread::sleep_for(5ms);
-    }
-    return std::nullopt;
+    const auto status = test::waitExit(pid_, timeout);
+    if (!status) return std::nullopt;
+    reaped_ = true;
+    return test::exitCode(*status);
   }
 
  private:
@@ -172,7 +156,7 @@ class Peer {
     ::close(progressPipe_[0]);
     std::uint16_t port = 0;
     if (!readFull(portPipe_[0], reinterpret_cast<char*>(&port), sizeof port)) ::_exit(2);
-    if (!spec_.netns.empty() && !enterNetns(spec_.netns)) ::_exit(3);
+    if (!spec_.netns.empty() && !test::enterNetns(spec_.netns)) ::_exit(3);
     const auto addr = SocketAddress::ipv4(spec_.host, port);
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (!addr || ::connect(fd, addr->data(), addr->length()) != 0) ::_exit(4);
@@ -464,71 +448,8 @@ TEST(Faults, PeersKilledMidTransferAreCleanedUpOthersFinishIntact) {
 
 // ---- black hole ---------------------------------------------------------------------------
 
-std::pair<int, std::string> shell(const std::string& cmd) {
-  std::string out;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return {-1, "popen failed"};
-  char buf[512];
-  while (std::fgets(buf, sizeof buf, p) != nullptr) out += buf;
-  const int status = ::pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
-// Two namespaces joined by a veth pair (A 198.18.0.1, B 198.18.0.2), the
-// approach of tests/heartbeat/heartbeat_test.cc; deleted however the test ends.
-class NetnsPair {
- public:
-  NetnsPair() {
-    const std::string tag = "kft" + std::to_string(::getpid());
-    a_ = tag + "a";
-    b_ = tag + "b";
-    if (::geteuid() != 0) {
-      error_ = "needs root to create network namespaces (uid " + std::to_string(::geteuid()) + ")";
-      return;
-    }
-    for (const std::string& step : {
-             "ip netns add " + a_,
-             "ip netns add " + b_,
-             "ip link add " + a_ + " netns " + a_ + " type veth peer name " + b_ + " netns " + b_,
-             "ip -n " + a_ + " addr add 198.18.0.1/24 dev " + a_,
-             "ip -n " + b_ + " addr add 198.18.0.2/24 dev " + b_,
-             "ip -n " + a_ + " link set lo up",
-             "ip -n " + b_ + " link set lo up",
-             "ip -n " + a_ + " link set " + a_ + " up",
-             "ip -n " + b_ + " link set " + b_ + " up",
-         }) {
-      auto [rc, out] = shell(step);
-      if (rc != 0 && step.rfind("ip netns add", 0) == 0) std::tie(rc, out) = shell(step);  // mount race
-      if (rc != 0) {
-        error_ = "`" + step + "` failed: " + out;
-        return;
-      }
-      if (step == "ip netns add " + a_) createdA_ = true;
-      if (step == "ip netns add " + b_) createdB_ = true;
-    }
-  }
-  ~NetnsPair() {
-    if (createdA_) (void)shell("ip netns del " + a_);
-    if (createdB_) (void)shell("ip netns del " + b_);
-  }
-  NetnsPair(const NetnsPair&) = delete;
-  NetnsPair& operator=(const NetnsPair&) = delete;
-  [[nodiscard]] bool ok() const { return error_.empty(); }
-  [[nodiscard]] const std::string& error() const { return error_; }
-  [[nodiscard]] const std::string& a() const { return a_; }
-  [[nodiscard]] const std::string& b() const { return b_; }
-  std::string cutB() {
-    auto [rc, out] = shell("ip -n " + b_ + " link set " + b_ + " down");
-    return rc == 0 ? std::string() : out;
-  }
-
- private:
-  std::string a_, b_, error_;
-  bool createdA_ = false, createdB_ = false;
-};
-
 TEST(Faults, BlackHoledPeerDeclaredDeadAndCleanedUp) {
-  NetnsPair ns;
+  test::NetnsPair ns("kft");
   if (!ns.ok()) GTEST_SKIP() << "black-hole test skipped: " << ns.error();
   Peer peer({.mode = Peer::Mode::Responder,
              .host = "198.18.0.1",
@@ -539,7 +460,7 @@ TEST(Faults, BlackHoledPeerDeclaredDeadAndCleanedUp) {
   // The server's loop thread enters namespace A before it creates the
   // listening socket (sockets belong to the namespace they were made in).
   std::atomic<bool> inA{false};
-  LoopThread thread("faults-srv", [&](EventLoop&) { inA = enterNetns(ns.a()); });
+  LoopThread thread("faults-srv", [&](EventLoop&) { inA = test::enterNetns(ns.a()); });
   EventLoop& loop = thread.start();
   ASSERT_TRUE(inA.load());
   Observed o;

@@ -1,5 +1,5 @@
 // Hostile clients against the example servers, each run as a real process
-// (tests/examples/example_child.h) and attacked over loopback the way issue
+// (tests/support/Child.h) and attacked over loopback the way issue
 // 12 found holes in them:
 //   - keel-resp's --max-memory against overwrites that shrink values (the
 //     old code kept each value's storage while counting only its size);
@@ -30,7 +30,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "examples/example_child.h"
+#include "support/Child.h"
 #include "support/TestNet.h"
 
 // ASan's quarantine and shadow, and TSan's shadow, make RSS say nothing

@@ -49,36 +49,8 @@
 #include "keel/net/Buffer.h"
 #include "keel/net/Connection.h"
 #include "keel/net/FrameCodec.h"
+#include "support/CountingNew.h"  // this binary's one TU that replaces operator new
 #include "support/TestNet.h"
-
-// ---- the largest single allocation, process-wide ---------------------------------
-namespace big_alloc {
-std::atomic<std::size_t> g_largest{0};
-void* allocate(std::size_t n) noexcept {
-  std::size_t cur = g_largest.load(std::memory_order_relaxed);
-  while (n > cur && !g_largest.compare_exchange_weak(cur, n, std::memory_order_relaxed)) {
-  }
-  return std::malloc(n != 0 ? n : 1);
-}
-[[gnu::noinline]] void release(void* p) noexcept { std::free(p); }
-}  // namespace big_alloc
-
-void* operator new(std::size_t n) {
-  if (void* p = big_alloc::allocate(n)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) {
-  if (void* p = big_alloc::allocate(n)) return p;
-  throw std::bad_alloc();
-}
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return big_alloc::allocate(n); }
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return big_alloc::allocate(n); }
-void operator delete(void* p) noexcept { big_alloc::release(p); }
-void operator delete[](void* p) noexcept { big_alloc::release(p); }
-void operator delete(void* p, std::size_t) noexcept { big_alloc::release(p); }
-void operator delete[](void* p, std::size_t) noexcept { big_alloc::release(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { big_alloc::release(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { big_alloc::release(p); }
 
 #if defined(__SANITIZE_ADDRESS__)
 #define KEEL_HOSTILE_ASAN 1
@@ -302,7 +274,7 @@ TEST(HugeFrame, FourGiBHeaderRefusedWithoutAllocating) {
   BlockingClient bystander(srv.address());
   ASSERT_TRUE(bystander.connected());
   const std::size_t rssBefore = rssBytes();
-  big_alloc::g_largest = 0;
+  test::counting_new::g_largest = 0;
   // 0xFFFFFFFF: "4 GiB" (a control frame of 2^31-1 bytes once the flag bit
   // is taken); 0x7FFFFFFF: an application frame of 2 GiB; 0x00100001: 1 MiB + 1.
   int refused = 0;
@@ -319,7 +291,7 @@ TEST(HugeFrame, FourGiBHeaderRefusedWithoutAllocating) {
     ++refused;
   }
   EXPECT_TRUE(eventually([&] { return closedBy(srv.server(), CloseReason::ProtocolError) == 3; }));
-  const std::size_t largest = big_alloc::g_largest.load();
+  const std::size_t largest = test::counting_new::g_largest.load();
   EXPECT_LT(largest, std::size_t{4} << 20) << "something allocated for the announced size";
   // The bystander lost nothing.
   const std::string f = frameOf(test::randomBytes(1000, 3));

@@ -1,5 +1,5 @@
 // No allocation per message in steady state: this binary replaces the global
-// operator new/delete with counting versions (malloc/free underneath, one
+// operator new/delete with counting versions (support/CountingNew.h: one
 // thread_local counter per thread plus a process-wide total), runs an echo
 // server on a loop thread, and ping-pongs messages from a plain blocking
 // socket. After a warm-up, 10,000 round trips must not allocate a single
@@ -10,10 +10,6 @@
 // round trips, printing the backtrace of every allocation on the loop thread
 // (addresses resolve with addr2line -f -C -e <binary> +OFFSET, or gdb's
 // `info symbol`).
-//
-// Under AddressSanitizer this works too: the executable's operator new/delete
-// interpose the ones in libasan, and ASan still sees (and checks) every
-// block through its malloc/free.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -35,100 +31,15 @@
 #include "keel/net/Buffer.h"
 #include "keel/net/Connection.h"
 #include "keel/net/FrameCodec.h"
+#include "support/CountingNew.h"  // this binary's one TU that replaces operator new
 #include "support/TestNet.h"
-
-// ---- counting allocator ------------------------------------------------------------
-namespace alloc_count {
-
-thread_local std::uint64_t t_allocs = 0;  // operator new calls on this thread
-std::atomic<std::uint64_t> g_allocs{0};   // on every thread
-// Tracing: threads that set t_traced print a backtrace for each allocation
-// while g_traceBudget is positive.
-thread_local bool t_traced = false;
-thread_local bool t_inTrace = false;
-std::atomic<int> g_traceBudget{0};
-
-void trace(std::size_t n) noexcept {
-  if (!t_traced || t_inTrace || g_traceBudget.load(std::memory_order_relaxed) <= 0) return;
-  if (g_traceBudget.fetch_sub(1, std::memory_order_relaxed) <= 0) return;
-  t_inTrace = true;  // backtrace() may allocate the first time (it loads libgcc_s)
-  void* frames[48];
-  const int depth = ::backtrace(frames, 48);
-  char head[96];
-  const int len = std::snprintf(head, sizeof head, "---- operator new(%zu) on the loop thread:\n", n);
-  if (len > 0) {
-    [[maybe_unused]] const ssize_t w = ::write(STDERR_FILENO, head, static_cast<std::size_t>(len));
-  }
-  ::backtrace_symbols_fd(frames, depth, STDERR_FILENO);
-  t_inTrace = false;
-}
-
-void* allocate(std::size_t n) noexcept {
-  ++t_allocs;
-  g_allocs.fetch_add(1, std::memory_order_relaxed);
-  trace(n);
-  return std::malloc(n != 0 ? n : 1);
-}
-
-void* allocateAligned(std::size_t n, std::align_val_t align) noexcept {
-  ++t_allocs;
-  g_allocs.fetch_add(1, std::memory_order_relaxed);
-  trace(n);
-  std::size_t a = static_cast<std::size_t>(align);
-  if (a < sizeof(void*)) a = sizeof(void*);
-  void* p = nullptr;
-  return ::posix_memalign(&p, a, n != 0 ? n : 1) == 0 ? p : nullptr;
-}
-
-// Out of line: with the replacement deletes inlined into their callers, GCC
-// would otherwise see free() applied to what operator new returned and warn
-// (-Wmismatched-new-delete), not knowing that this operator new is malloc.
-[[gnu::noinline]] void release(void* p) noexcept { std::free(p); }
-
-}  // namespace alloc_count
-
-void* operator new(std::size_t n) {
-  if (void* p = alloc_count::allocate(n)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) {
-  if (void* p = alloc_count::allocate(n)) return p;
-  throw std::bad_alloc();
-}
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return alloc_count::allocate(n); }
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return alloc_count::allocate(n); }
-void* operator new(std::size_t n, std::align_val_t a) {
-  if (void* p = alloc_count::allocateAligned(n, a)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n, std::align_val_t a) {
-  if (void* p = alloc_count::allocateAligned(n, a)) return p;
-  throw std::bad_alloc();
-}
-void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
-  return alloc_count::allocateAligned(n, a);
-}
-void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
-  return alloc_count::allocateAligned(n, a);
-}
-void operator delete(void* p) noexcept { alloc_count::release(p); }
-void operator delete[](void* p) noexcept { alloc_count::release(p); }
-void operator delete(void* p, std::size_t) noexcept { alloc_count::release(p); }
-void operator delete[](void* p, std::size_t) noexcept { alloc_count::release(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { alloc_count::release(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { alloc_count::release(p); }
-void operator delete(void* p, std::align_val_t) noexcept { alloc_count::release(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { alloc_count::release(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { alloc_count::release(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { alloc_count::release(p); }
-void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { alloc_count::release(p); }
-void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { alloc_count::release(p); }
 
 namespace keel {
 namespace {
 
 using namespace std::chrono_literals;
 using test::ServerThread;
+namespace counting_new = test::counting_new;
 
 constexpr int kWarmup = 1000;
 constexpr int kMeasured = 10000;
@@ -217,12 +128,12 @@ class PingClient {
 // the callers subtract a measured baseline of one read.
 std::uint64_t loopAllocs(ServerThread& srv) {
   std::uint64_t value = 0;
-  srv.runAndWait([&value] { value = alloc_count::t_allocs; });
+  srv.runAndWait([&value] { value = counting_new::t_allocs; });
   return value;
 }
 
 void setLoopTracing(ServerThread& srv, bool on) {
-  srv.runAndWait([on] { alloc_count::t_traced = on; });
+  srv.runAndWait([on] { counting_new::t_traced = on; });
 }
 
 struct Outcome {
@@ -259,14 +170,14 @@ void pingPong(Server::PipelineInit init, std::size_t payload, bool framed, Outco
   const std::uint64_t r1 = loopAllocs(srv);
   out.baseline = r1 - r0;
 
-  const std::uint64_t totalBefore = alloc_count::g_allocs.load();
+  const std::uint64_t totalBefore = counting_new::g_allocs.load();
   const std::uint64_t before = loopAllocs(srv);
   for (int i = 0; i < kMeasured; ++i) {
     ASSERT_TRUE(client.roundTrip(msg, back)) << "round trip " << i << ": " << std::strerror(errno);
     ASSERT_TRUE(back == msg) << "round trip " << i << " came back corrupted";
   }
   const std::uint64_t after = loopAllocs(srv);
-  out.total = alloc_count::g_allocs.load() - totalBefore;
+  out.total = counting_new::g_allocs.load() - totalBefore;
   const std::uint64_t raw = after - before;
   out.measured = raw >= out.baseline ? raw - out.baseline : 0;
 
@@ -281,20 +192,20 @@ void pingPong(Server::PipelineInit init, std::size_t payload, bool framed, Outco
     // Find out who: a few more round trips with every loop-thread allocation
     // printed with its backtrace.
     setLoopTracing(srv, true);
-    alloc_count::g_traceBudget = 8;
+    counting_new::g_traceBudget = 8;
     for (int i = 0; i < 100; ++i) {
       if (!client.roundTrip(msg, back)) break;
     }
-    alloc_count::g_traceBudget = 0;
+    counting_new::g_traceBudget = 0;
     setLoopTracing(srv, false);
   }
 }
 
 TEST(SteadyStateAllocation, CountingOperatorNewSeesAllocationsOnThisThread) {
   // The harness itself: a plain new on this thread is counted, once.
-  const std::uint64_t before = alloc_count::t_allocs;
+  const std::uint64_t before = counting_new::t_allocs;
   auto* p = new int(7);
-  const std::uint64_t after = alloc_count::t_allocs;
+  const std::uint64_t after = counting_new::t_allocs;
   delete p;
   EXPECT_EQ(after - before, 1u);
 }

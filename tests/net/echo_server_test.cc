@@ -6,11 +6,13 @@
 #include <atomic>
 #include <cstdio>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <thread>
 #include <vector>
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "keel/net/Buffer.h"
@@ -84,21 +86,28 @@ class BigReplyThenShutdown final : public Handler {
 TEST(EchoServer, ServerShutdownDeliversAQueuedEightMiBReply) {
   const std::string reply = test::randomBytes(8 << 20, 9);
   std::atomic<int> closedReason{-1};
+  std::atomic<bool> queued{false};
   struct Watch final : Handler {
     std::atomic<int>* out;
-    explicit Watch(std::atomic<int>* o) : out(o) {}
+    std::atomic<bool>* queued;
+    Watch(std::atomic<int>* o, std::atomic<bool>* q) : out(o), queued(q) {}
+    void onConnected(HandlerContext& ctx) override {
+      ctx.fireConnected();  // the reply and the shutdown are queued when this returns
+      *queued = ctx.connection().outputBytes() > 0;
+    }
     void onClosed(HandlerContext& ctx, CloseReason r) override {
       *out = static_cast<int>(r);
       ctx.fireClosed(r);
     }
   };
   ServerThread srv(SocketAddress::loopback4(0), {}, [&](Connection& c) {
-    c.pipeline().emplaceLast<Watch>(&closedReason);
+    c.pipeline().emplaceLast<Watch>(&closedReason, &queued);
     c.pipeline().emplaceLast<BigReplyThenShutdown>(reply);
   });
   BlockingClient client(srv.address(), 10000ms);
   ASSERT_TRUE(client.connected());
-  std::this_thread::sleep_for(100ms);  // let the server queue most of it
+  // Read only once the server has queued the reply behind its shutdown.
+  ASSERT_TRUE(test::eventually([&] { return queued.load(); }));
   bool eof = false;
   const std::string got = client.recvUntilEof(&eof);
   EXPECT_TRUE(eof);
@@ -122,12 +131,27 @@ TEST(EchoServer, PeerFinWithPendingOutputIsDeliveredNotDropped) {
       ctx.write(*reply);
     }
   };
-  ServerThread srv(SocketAddress::loopback4(0), {},
-                   [&](Connection& c) { c.pipeline().emplaceLast<Replier>(&reply); });
+  std::weak_ptr<Connection> conn;  // loop thread
+  ServerThread srv(SocketAddress::loopback4(0), {}, [&](Connection& c) {
+    conn = c.weak_from_this();
+    c.pipeline().emplaceLast<Replier>(&reply);
+  });
   BlockingClient client(srv.address(), 10000ms);
   ASSERT_TRUE(client.sendAll("GET"));
   client.shutdownWrite();
-  std::this_thread::sleep_for(200ms);  // the FIN has long arrived while the reply is queued
+  // Read only once the FIN has reached the server's socket (a peek there
+  // reads end-of-stream: "GET" is consumed) while the reply is queued.
+  // Backpressure has paused reading, so keel itself has not seen it yet.
+  auto finArrivedWhileQueued = [&] {
+    bool yes = false;
+    srv.runAndWait([&] {
+      const auto c = conn.lock();
+      char byte = 0;
+      yes = c && c->outputBytes() > 0 && ::recv(c->socket().fd(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+    });
+    return yes;
+  };
+  ASSERT_TRUE(test::eventually(finArrivedWhileQueued));
   bool eof = false;
   const std::string got = client.recvUntilEof(&eof);
   EXPECT_TRUE(eof);
@@ -158,6 +182,9 @@ TEST(EchoServer, AbortResetsThePeerAndLeavesNoTimeWait) {
   EXPECT_FALSE(eof);
   EXPECT_EQ(err, ECONNRESET);
   client.close();
+  // Real time must pass: TIME_WAIT is the kernel's, and "none appeared" has
+  // no event to wait for. A graceful close would reach TIME_WAIT one
+  // loopback round trip after the close; this is many of those.
   std::this_thread::sleep_for(50ms);
   EXPECT_EQ(test::countTimeWait(clientPort, srv.address().port()), 0)
       << "a reset leaves no TIME_WAIT on either side";

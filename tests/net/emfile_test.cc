@@ -21,6 +21,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <fcntl.h>
@@ -31,6 +32,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "support/Process.h"
 #include "support/TestNet.h"
 
 namespace keel {
@@ -50,13 +52,7 @@ class ChildProcess {
   ChildProcess() = default;
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;
-  ~ChildProcess() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      int status = 0;
-      ::waitpid(pid_, &status, 0);
-    }
-  }
+  ~ChildProcess() { test::killAndReap(pid_); }
 
   // fork + exec `path` with `args`; stdout goes to a pipe (stdoutFd()),
   // stderr to `stderrPath`, and RLIMIT_NOFILE is set to `fdLimit` (soft and
@@ -132,23 +128,9 @@ class ChildProcess {
   std::optional<int> terminate(std::chrono::milliseconds timeout) {
     if (pid_ <= 0) return std::nullopt;
     ::kill(pid_, SIGTERM);
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    int status = 0;
-    while (std::chrono::steady_clock::now() < deadline) {
-      const pid_t r = ::waitpid(pid_, &status, WNOHANG);
-      if (r == pid_) {
-        pid_ = -1;
-        return status;
-      }
-      if (r < 0) {
-        pid_ = -1;
-        return std::nullopt;
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
+    const pid_t pid = std::exchange(pid_, -1);
+    if (auto status = test::waitExit(pid, timeout)) return status;
+    test::killAndReap(pid);
     return std::nullopt;
   }
 
@@ -192,6 +174,9 @@ std::optional<std::uint64_t> cpuTicks(pid_t pid) {
 std::optional<double> cpuShare(pid_t pid, std::chrono::milliseconds window) {
   const auto t0 = std::chrono::steady_clock::now();
   const auto c0 = cpuTicks(pid);
+  // Real time must pass: this measures how much CPU the process burns over
+  // a stretch of wall time (a spinning loop burns all of it); there is no
+  // event to wait for.
   std::this_thread::sleep_for(window);
   const auto c1 = cpuTicks(pid);
   const auto t1 = std::chrono::steady_clock::now();

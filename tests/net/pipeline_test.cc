@@ -11,6 +11,7 @@
 #include "keel/net/Buffer.h"
 #include "keel/net/Connection.h"
 #include "keel/net/FrameCodec.h"
+#include "support/EventLog.h"
 #include "support/TestNet.h"
 
 namespace keel {
@@ -20,18 +21,7 @@ using namespace std::chrono_literals;
 using test::BlockingClient;
 using test::ServerThread;
 
-struct Log {
-  std::mutex m;
-  std::vector<std::string> events;
-  void add(std::string e) {
-    std::lock_guard l(m);
-    events.push_back(std::move(e));
-  }
-  std::vector<std::string> get() {
-    std::lock_guard l(m);
-    return events;
-  }
-};
+using Log = test::EventLog;
 
 // Records every inbound event it sees, passes everything on.
 class Recorder final : public Handler {

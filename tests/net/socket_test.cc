@@ -31,25 +31,6 @@ using namespace std::string_literals;
 constexpr int kTimeoutMs = 5000;
 constexpr socklen_t kSunPathOffset = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path));
 
-std::string uniqueSuffix() {
-  static std::atomic<int> counter{0};
-  return std::to_string(::getpid()) + "_" + std::to_string(counter.fetch_add(1));
-}
-
-// A socket path under /tmp, unique to this process and call, removed before
-// use and again when done.
-class TempPath {
- public:
-  TempPath() : path_("/tmp/keel_socket_test_" + uniqueSuffix() + ".sock") { ::unlink(path_.c_str()); }
-  ~TempPath() { ::unlink(path_.c_str()); }
-  TempPath(const TempPath&) = delete;
-  TempPath& operator=(const TempPath&) = delete;
-  [[nodiscard]] const std::string& str() const { return path_; }
-
- private:
-  std::string path_;
-};
-
 // poll() one descriptor; true when one of `events` came before the timeout.
 bool waitFor(int fd, short events, int timeoutMs = kTimeoutMs) {
   pollfd p{fd, events, 0};
@@ -415,7 +396,7 @@ TEST(Socket, ConnectAcceptIpv6) {
 }
 
 TEST(Socket, ConnectAcceptUnixPath) {
-  TempPath path;
+  test::TempPath path("keel_socket_test");
   auto addr = SocketAddress::unixPath(path.str());
   ASSERT_TRUE(addr);
   Connection c;
@@ -439,7 +420,7 @@ TEST(Socket, ConnectAcceptUnixPath) {
 }
 
 TEST(Socket, ConnectAcceptUnixAbstract) {
-  std::string name = "keel_socket_test_" + uniqueSuffix();
+  std::string name = "keel_socket_test_" + test::uniqueSuffix();
   auto addr = SocketAddress::unixAbstract(name);
   ASSERT_TRUE(addr);
   Connection c;
@@ -507,7 +488,7 @@ TEST(Socket, ConnectRefusedIsReported) {
 }
 
 TEST(Socket, UnixConnectToMissingPathFails) {
-  TempPath path;
+  test::TempPath path("keel_socket_test");
   Socket client = keel::test::openStream(AF_UNIX);
   EXPECT_EQ(client.connect(*SocketAddress::unixPath(path.str())), std::errc::no_such_file_or_directory);
 }
@@ -568,7 +549,7 @@ TEST(Socket, ShutdownWriteIsAHalfClose) {
 }
 
 TEST(Socket, ShutdownWriteOnUnixSocket) {
-  std::string name = "keel_socket_test_" + uniqueSuffix();
+  std::string name = "keel_socket_test_" + test::uniqueSuffix();
   Connection c;
   connectPair(*SocketAddress::unixAbstract(name), c);
   ASSERT_FALSE(HasFatalFailure());

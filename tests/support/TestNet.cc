@@ -1,6 +1,7 @@
 #include "support/TestNet.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -168,14 +169,27 @@ ServerThread::~ServerThread() {
   thread_.stop();
 }
 
-void ServerThread::runAndWait(const std::function<void()>& f) {
+void runOn(EventLoop& loop, const std::function<void()>& f) {
   std::promise<void> done;
-  loop_->runInLoop([&] {
+  loop.runInLoop([&] {
     f();
     done.set_value();
   });
   done.get_future().wait();
 }
+
+void ServerThread::runAndWait(const std::function<void()>& f) { runOn(*loop_, f); }
+
+std::string uniqueSuffix() {
+  static std::atomic<int> counter{0};
+  return std::to_string(::getpid()) + "_" + std::to_string(counter.fetch_add(1));
+}
+
+TempPath::TempPath(const std::string& prefix) : path_("/tmp/" + prefix + "_" + uniqueSuffix() + ".sock") {
+  ::unlink(path_.c_str());
+}
+
+TempPath::~TempPath() { ::unlink(path_.c_str()); }
 
 int countTimeWait(std::uint16_t port, std::uint16_t other) {
   int count = 0;

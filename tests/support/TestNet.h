@@ -56,6 +56,9 @@ class BlockingClient {
   std::chrono::milliseconds timeout_;
 };
 
+// Runs f on the loop's thread and waits for it.
+void runOn(EventLoop& loop, const std::function<void()>& f);
+
 // A Server on a loop thread of its own, built and destroyed on that thread.
 class ServerThread {
  public:
@@ -74,6 +77,24 @@ class ServerThread {
   EventLoop* loop_ = nullptr;
   std::unique_ptr<Server> server_;
   SocketAddress address_;
+};
+
+// A string unique to this process and call (pid and a counter), for names
+// that parallel test processes must not share.
+[[nodiscard]] std::string uniqueSuffix();
+
+// A Unix-domain socket path under /tmp, unique to this process and call,
+// removed before use and again when done.
+class TempPath {
+ public:
+  explicit TempPath(const std::string& prefix = "keel_test");
+  ~TempPath();
+  TempPath(const TempPath&) = delete;
+  TempPath& operator=(const TempPath&) = delete;
+  [[nodiscard]] const std::string& str() const { return path_; }
+
+ private:
+  std::string path_;
 };
 
 // TIME_WAIT entries whose local or remote port is `port` (0: all); with

@@ -1,10 +1,7 @@
-// Child processes for the example tests: the example binaries and the real
-// clients (socat, nc, keel-pingpong) run as separate processes, talked to
-// through pipes, with a deadline on every wait so a hung child fails the
-// test instead of hanging it.
-//
-// Header-only on purpose: it is shared by the tests/examples/*_test.cc files,
-// each of which is its own binary.
+// Child processes that a test execs and talks to through pipes: the example
+// binaries and the real clients (socat, nc, keel-pingpong), with a deadline
+// on every wait so a hung child fails the test instead of hanging it. For
+// forked (not exec'd) peers, see support/Process.h.
 //
 // Thread-safety: one Child per thread; fork() is called only from the
 // test's main thread before it starts threads of its own.
@@ -30,6 +27,7 @@
 #include <unistd.h>
 
 #include "keel/core/Fd.h"
+#include "support/Process.h"
 
 namespace keel::test {
 
@@ -44,13 +42,7 @@ class Child {
  public:
   Child() = default;
   explicit Child(const std::vector<std::string>& argv, const ChildOptions& opt = {}) { start(argv, opt); }
-  ~Child() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      int st = 0;
-      ::waitpid(pid_, &st, 0);
-    }
-  }
+  ~Child() { killAndReap(pid_); }
   Child(const Child&) = delete;
   Child& operator=(const Child&) = delete;
 
@@ -108,19 +100,12 @@ class Child {
   // Exit status (signals as 128 + signo), or nullopt if still running at the deadline.
   std::optional<int> wait(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
     if (status_) return status_;
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-      int st = 0;
-      const pid_t r = ::waitpid(pid_, &st, WNOHANG);
-      if (r == pid_) {
-        pid_ = -1;
-        status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        stderrText();
-        return status_;
-      }
-      if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
-      ::usleep(10'000);
-    }
+    const auto st = waitExit(pid_, timeout);
+    if (!st) return std::nullopt;
+    pid_ = -1;
+    status_ = exitCode(*st);
+    stderrText();
+    return status_;
   }
   void signal(int sig) const {
     if (pid_ > 0) ::kill(pid_, sig);
