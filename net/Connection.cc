@@ -75,21 +75,14 @@ void Connection::runInLoopWeak(F f) {
 }
 
 // ---- any thread -----------------------------------------------------------------
-bool Connection::send(std::string_view data) {
+bool Connection::send(std::string_view message) {
   if (!canWrite()) return false;
-  if (loop_.isInLoopThread()) return !pipeline_.write(Slices(data));
+  if (loop_.isInLoopThread()) return !pipeline_.send(Slices(message));
   // Another thread: the bytes must outlive the call, so they are copied once.
-  loop_.queueInLoop([weak = weak_from_this(), copy = std::string(data)] {
-    if (auto self = weak.lock()) (void)self->pipeline_.write(Slices(copy));
-  });
-  return true;
-}
-
-bool Connection::sendFrame(std::string_view payload) {
-  if (!canWrite()) return false;
-  if (loop_.isInLoopThread()) return !pipeline_.writeFrame(Slices(payload));
-  loop_.queueInLoop([weak = weak_from_this(), copy = std::string(payload)] {
-    if (auto self = weak.lock()) (void)self->pipeline_.writeFrame(Slices(copy));
+  // Whether the chain has a codec is decided on the loop, when the message
+  // is written: the pipeline may change in between.
+  loop_.queueInLoop([weak = weak_from_this(), copy = std::string(message)] {
+    if (auto self = weak.lock()) (void)self->pipeline_.send(Slices(copy));
   });
   return true;
 }

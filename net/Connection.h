@@ -19,7 +19,7 @@
 // owner's bookkeeping (the closed hook) and the raw I/O calls the
 // pipeline's head makes are not public (net/internal/ConnectionAccess.h).
 //
-// Thread-safety: send(), sendFrame(), shutdown(), close(), abort() and
+// Thread-safety: send(), shutdown(), close(), abort() and
 // awaitPeerClose() are safe from any thread; everything else is for the
 // connection's loop thread (checked in builds with assertions on).
 #pragma once
@@ -110,18 +110,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Connection& operator=(const Connection&) = delete;
 
   // ---- any thread -------------------------------------------------------------
-  // Writes through the whole pipeline, from the application end, as a
-  // handler's ctx.write does. True when the connection accepted the bytes:
-  // on the loop thread that is the write's own answer; from another thread
-  // the bytes are copied once and written on the loop, and true means the
-  // connection could still write when send() was called.
-  bool send(std::string_view data);
-  bool send(std::span<const char> data) { return send(std::string_view(data.data(), data.size())); }
-  bool send(const std::string& data) { return send(std::string_view(data)); }
-  bool send(const char* data) { return send(std::string_view(data)); }
-  // One whole message, through the pipeline's codec (writeFrame), as a
-  // handler's ctx.writeFrame does. Same answer as send().
-  bool sendFrame(std::string_view payload);
+  // One application message, written from the application end of the
+  // pipeline: through the codec when the chain has one (FrameCodec frames
+  // it, exactly like a handler's ctx.writeFrame), as bytes through every
+  // handler's write when it has none (Pipeline::send). True when the
+  // connection accepted it: on the loop thread that is the write's own
+  // answer; from another thread the message is copied once and written on
+  // the loop, and true means the connection could still write when send()
+  // was called.
+  bool send(std::string_view message);
+  bool send(std::span<const char> message) { return send(std::string_view(message.data(), message.size())); }
+  bool send(const std::string& message) { return send(std::string_view(message)); }
+  bool send(const char* message) { return send(std::string_view(message)); }
   // Flush what is queued, send FIN, keep reading until the peer's FIN, then
   // close with `reason`; after shutdownTimeout the connection is reset.
   void shutdown(CloseReason reason = CloseReason::Shutdown);

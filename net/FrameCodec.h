@@ -13,7 +13,7 @@
 // An inbound length above maxFrame is refused before anything is allocated
 // for it: the connection closes with CloseReason::ProtocolError. An
 // outbound payload above maxFrame is refused to the caller
-// (std::errc::message_size from writeFrame, false from sendFrame) and
+// (std::errc::message_size from writeFrame, false from Connection::send) and
 // counted; the connection stays open, and nothing of it is sent.
 #pragma once
 
@@ -40,6 +40,7 @@ class FrameCodec : public Handler {
   explicit FrameCodec(std::size_t maxFrame = kDefaultMaxFrame) noexcept : maxFrame_(maxFrame) {}
 
   [[nodiscard]] std::string_view name() const noexcept override { return "frame-codec"; }
+  [[nodiscard]] bool encodesMessages() const noexcept override { return true; }
   void onData(HandlerContext& ctx, Buffer& in) override;
   std::error_code writeFrame(HandlerContext& ctx, const Slices& payload) override;
 

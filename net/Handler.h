@@ -73,6 +73,11 @@ class Handler {
   virtual ~Handler() = default;
 
   [[nodiscard]] virtual std::string_view name() const noexcept { return "handler"; }
+  // True for a codec: a handler that turns writeFrame messages into bytes
+  // (FrameCodec). While a pipeline holds one, Connection::send() writes
+  // messages through writeFrame, so a send from any thread is framed exactly
+  // like a handler's ctx.writeFrame. Read once, when the handler is added.
+  [[nodiscard]] virtual bool encodesMessages() const noexcept { return false; }
 
   // Lifecycle: added to a pipeline; removed from it (explicitly, or when the
   // connection closes, after onClosed). Release loop resources (timers) here.

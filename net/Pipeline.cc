@@ -175,6 +175,7 @@ void Pipeline::insertBefore(HandlerContext* at, std::unique_ptr<Handler> h) {
   at->prev_->next_ = c;
   at->prev_ = c;
   ++count_;
+  if (c->handler_->encodesMessages()) ++codecs_;
   Guard guard(*this);
   c->handler_->handlerAdded(*c);
 }
@@ -198,6 +199,7 @@ void Pipeline::unlink(HandlerContext* c) {
   c->next_->prev_ = c->prev_;
   c->removed_ = true;
   --count_;
+  if (c->handler_->encodesMessages()) --codecs_;
   for (auto it = contexts_.begin(); it != contexts_.end(); ++it) {
     if (it->get() == c) {
       graveyard_.push_back(std::move(*it));

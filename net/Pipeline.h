@@ -117,8 +117,19 @@ class Pipeline {
     }
     return nullptr;
   }
+  // The first handler of type H for which pred(h) holds.
+  template <class H, class Pred>
+  [[nodiscard]] H* findIf(Pred pred) const {
+    for (HandlerContext* c = head_->next_; c != tail_; c = c->next_) {
+      if (auto* h = dynamic_cast<H*>(c->handler_.get()); h != nullptr && pred(*h)) return h;
+    }
+    return nullptr;
+  }
   [[nodiscard]] std::vector<std::string_view> names() const;
   [[nodiscard]] std::size_t size() const noexcept { return count_; }
+  // Whether a handler that encodes messages (Handler::encodesMessages) is in
+  // the chain.
+  [[nodiscard]] bool hasCodec() const noexcept { return codecs_ > 0; }
   [[nodiscard]] Connection& connection() const noexcept { return conn_; }
 
   // Entry points: inbound events start at the head (the connection raises
@@ -133,6 +144,11 @@ class Pipeline {
   void fireClosed(CloseReason reason);
   std::error_code write(const Slices& data);
   std::error_code writeFrame(const Slices& payload);
+  // One application message from the application end: writeFrame when the
+  // chain has a codec, write (bytes as they are) when it has none. What
+  // Connection::send() uses, so a send is never unframed on a framed
+  // connection, and never skips a byte-level handler on an unframed one.
+  std::error_code send(const Slices& message) { return hasCodec() ? writeFrame(message) : write(message); }
   void flush();
   void shutdown(CloseReason reason = CloseReason::Shutdown);
   void close(CloseReason reason = CloseReason::LocalClose, CloseMode mode = CloseMode::Flush);
@@ -172,6 +188,7 @@ class Pipeline {
   std::vector<std::unique_ptr<HandlerContext>> contexts_;  // owns every context
   std::vector<std::unique_ptr<HandlerContext>> graveyard_;
   std::size_t count_ = 0;
+  std::size_t codecs_ = 0;  // handlers in the chain that encode messages
   int depth_ = 0;
 };
 

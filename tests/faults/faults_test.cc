@@ -66,12 +66,6 @@ int openFds() {
   return n;
 }
 
-std::string frameOf(std::string_view payload) {
-  char h[FrameCodec::kHeaderBytes];
-  FrameCodec::encodeHeader(static_cast<std::uint32_t>(payload.size()), h);
-  return std::string(h, sizeof h) + std::string(payload);
-}
-
 // ---- peer processes ------------------------------------------------------------------
 
 bool readFull(int fd, char* p, std::size_t n) {
@@ -309,7 +303,7 @@ bool haveConn(Observed& o) {
 
 bool sendSeq(Observed& o, std::uint64_t seq) {
   std::lock_guard lk(o.mu);
-  return o.conn && o.conn->send(frameOf(seqPayload(seq)));
+  return o.conn && o.conn->send(seqPayload(seq));  // framed by the codec
 }
 
 // ---- SIGSTOP / SIGCONT -----------------------------------------------------------------

@@ -106,7 +106,7 @@ TEST(FrameCodec, AnOversizeFrameIsRefusedToTheCaller) {
   ec.start();
   const std::string big(17, 'x');
   EXPECT_EQ(app.ctx().writeFrame(Slices(big)), std::errc::message_size);
-  EXPECT_FALSE(ec.connection().sendFrame(big));
+  EXPECT_FALSE(ec.connection().send(big)) << "send() goes through the codec";
   EXPECT_EQ(codec.framesRefused(), 2u);
   EXPECT_EQ(ec.outputSize(), 0u) << "nothing of a refused frame is sent";
   EXPECT_FALSE(ec.connection().closed()) << "the caller decides what a refused frame means";
