@@ -211,11 +211,11 @@ void ConnectionGroup::closeAll(CloseReason reason, CloseMode mode) {
   auto closeEach = [reason, mode](State& state, Shard& shard) {
     state.walk(shard, [&](Connection& c) { c.close(reason, mode); });
   };
-  state_->forEachShard([&](Shard& mine) { closeEach(*state_, mine); },
-                       [&](Shard& other) {
-                         other.loop->queueInLoop(
-                             [state = state_, shard = &other, closeEach] { closeEach(*state, *shard); });
-                       });
+  state_->forEachShard(
+      [&](Shard& mine) { closeEach(*state_, mine); },
+      [&](Shard& other) {
+        other.loop->queueInLoop([state = state_, shard = &other, closeEach] { closeEach(*state, *shard); });
+      });
 }
 
 std::size_t ConnectionGroup::size() const noexcept { return state_->members.load(std::memory_order_relaxed); }

@@ -71,7 +71,8 @@ class ConnectionGroup {
  public:
   using Overflow = GroupOptions::Overflow;
 
-  explicit ConnectionGroup(GroupOptions options = {});
+  ConnectionGroup() : ConnectionGroup(GroupOptions{}) {}
+  explicit ConnectionGroup(GroupOptions options);
   ~ConnectionGroup();
   ConnectionGroup(const ConnectionGroup&) = delete;
   ConnectionGroup& operator=(const ConnectionGroup&) = delete;

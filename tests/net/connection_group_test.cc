@@ -148,7 +148,7 @@ TEST(ConnectionGroup, AFullMemberIsSkippedAndCountedWithDrop) {
   Embedded e;
   ConnectionGroup group({.overflow = GroupOptions::Overflow::Drop, .maxQueued = 8});
   Members m(e.loop, group, 2);
-  m[1].setSendCapacity(0);  // stops reading: what is written stays queued
+  m[1].setSendCapacity(0);   // stops reading: what is written stays queued
   group.broadcast("hello");  // 9 bytes framed: queued on m[1]
   group.broadcast("again");  // m[1] holds 9 >= 8: dropped for it
   EXPECT_EQ(m[0].takeOutput(), framed("hello") + framed("again"));
@@ -245,7 +245,8 @@ TEST(ConnectionGroupSockets, BroadcastCrossesLoopsAndThreads) {
   });
   constexpr int kClients = 4;
   std::vector<std::unique_ptr<test::BlockingClient>> clients;
-  for (int i = 0; i < kClients; ++i) clients.push_back(std::make_unique<test::BlockingClient>(server.address()));
+  for (int i = 0; i < kClients; ++i)
+    clients.push_back(std::make_unique<test::BlockingClient>(server.address()));
   ASSERT_TRUE(test::eventually([&] { return group.size() == kClients; }));
 
   // A member's frame reaches the others (on both loops), not itself.
