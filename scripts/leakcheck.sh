@@ -127,6 +127,20 @@ def ex_nagle(port):
             got += chunk
 
 
+def frame(payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + payload
+
+
+def ex_presence(port):
+    with connect(port) as a, connect(port) as b:
+        a.sendall(frame(b"JOIN alice"))
+        recv_until(a, b"WELCOME alice")
+        b.sendall(frame(b"JOIN bob"))
+        recv_until(a, b"JOINED bob")
+        b.sendall(frame(b"STATUS here"))
+        recv_until(a, b"STATUS bob here")
+
+
 EXAMPLES = [  # binary, arguments before --port, exchange
     ("keel-echo", [], ex_echo),
     ("keel-heartbeat", ["server"], ex_heartbeat),
@@ -136,6 +150,7 @@ EXAMPLES = [  # binary, arguments before --port, exchange
     ("keel-chat", [], ex_chat),
     ("keel-upload", ["server"], ex_upload),
     ("keel-nagle", ["server"], ex_nagle),
+    ("keel-presence", ["server"], ex_presence),
 ]
 
 
