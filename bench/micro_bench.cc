@@ -21,6 +21,11 @@
 //                             (one loopback MSS), so frames straddle reads:
 //                             the leftover is kept in owned storage (settle)
 //                             and the next chunk appended behind it
+//   GroupBroadcast/N          ConnectionGroup::broadcast of a 64-byte message
+//                             to N framed members on the caller's loop (the
+//                             in-memory transport: the cost is keel's, from
+//                             the group walk to the bytes handed to the
+//                             transport); items/s are member deliveries
 //
 // Bytes/s and items/s (frames or reads) are reported per benchmark.
 #include <benchmark/benchmark.h>
@@ -35,7 +40,14 @@
 #include <cstring>
 #include <vector>
 
+#include <memory>
+#include <string>
+
+#include "keel/core/EventLoop.h"
+#include "keel/core/LoopClock.h"
 #include "keel/net/Buffer.h"
+#include "keel/net/ConnectionGroup.h"
+#include "keel/net/EmbeddedConnection.h"
 #include "keel/net/FrameCodec.h"
 
 namespace {
@@ -269,5 +281,36 @@ BENCHMARK(FrameDecode)->Arg(64)->Arg(1024);
 BENCHMARK(FrameDecodeChunked)->Arg(64)->Arg(1024);
 
 }  // namespace
+
+void GroupBroadcast(benchmark::State& state) {
+  using namespace keel;
+  const auto members = static_cast<std::size_t>(state.range(0));
+  ManualClock clock;
+  EventLoop loop(LoopOptions{.clock = &clock});
+  ConnectionGroup group;
+  std::vector<std::unique_ptr<EmbeddedConnection>> conns;
+  for (std::size_t i = 0; i < members; ++i) {
+    auto ec = std::make_unique<EmbeddedConnection>(loop, ConnectionOptions{}, i + 1);
+    ec->pipeline().emplaceLast<FrameCodec>();
+    (void)group.join(ec->connection());
+    ec->start();
+    conns.push_back(std::move(ec));
+  }
+  const std::string message(64, 'm');
+  std::size_t sinceDrain = 0;
+  for (auto _ : state) {
+    group.broadcast(message);
+    if (++sinceDrain == 256) {  // the transport keeps what it was given: empty it now and then
+      state.PauseTiming();
+      for (auto& c : conns) benchmark::DoNotOptimize(c->takeOutput());
+      sinceDrain = 0;
+      state.ResumeTiming();
+    }
+  }
+  if (group.stats().delivered != members * static_cast<std::uint64_t>(state.iterations()))
+    state.SkipWithError("deliveries lost");
+  state.SetItemsProcessed(static_cast<std::int64_t>(members) * static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(GroupBroadcast)->Arg(1)->Arg(100)->Arg(1000);
 
 BENCHMARK_MAIN();

@@ -282,7 +282,8 @@ TEST(ConnectionGroupSockets, BroadcastsRaceWithJoinsAndLeaves) {
   });
   constexpr int kStayers = 2;
   std::vector<std::unique_ptr<test::BlockingClient>> stayers;
-  for (int i = 0; i < kStayers; ++i) stayers.push_back(std::make_unique<test::BlockingClient>(server.address()));
+  for (int i = 0; i < kStayers; ++i)
+    stayers.push_back(std::make_unique<test::BlockingClient>(server.address()));
   ASSERT_TRUE(test::eventually([&] { return group.size() == kStayers; }));
 
   constexpr int kPerSender = 2000;
