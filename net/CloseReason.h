@@ -18,6 +18,8 @@ enum class CloseReason : std::uint8_t {
   Overloaded,        // output hard cap exceeded, or server full
   Shutdown,          // graceful shutdown() completed or timed out, server stop
   Error,             // any other socket error (see the log for errno)
+  TlsError,          // TLS handshake, certificate or record failure (TlsHandler::error())
+  TlsTruncated,      // the peer's FIN came without a TLS close_notify
 };
 
 [[nodiscard]] constexpr std::string_view toString(CloseReason r) noexcept {
@@ -42,11 +44,15 @@ enum class CloseReason : std::uint8_t {
       return "shutdown";
     case CloseReason::Error:
       return "error";
+    case CloseReason::TlsError:
+      return "tls-error";
+    case CloseReason::TlsTruncated:
+      return "tls-truncated";
   }
   return "unknown";
 }
 
-inline constexpr int kCloseReasonCount = 10;
+inline constexpr int kCloseReasonCount = 12;
 
 [[nodiscard]] constexpr std::uint32_t reasonBit(CloseReason r) noexcept {
   return std::uint32_t{1} << static_cast<unsigned>(r);
