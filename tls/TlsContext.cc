@@ -16,7 +16,7 @@ int sessionKeyIndex() {
   return index;
 }
 
-void configureCommon(SSL_CTX* ctx, TlsVersion minVersion) {
+void configureCommon(SSL_CTX* ctx, TlsVersion minVersion, bool releaseBuffers) {
   SSL_CTX_set_min_proto_version(ctx, minVersion == TlsVersion::Tls13 ? TLS1_3_VERSION : TLS1_2_VERSION);
   // Renegotiation is refused: TLS 1.3 removed it, and in TLS 1.2 a
   // client-initiated one costs the server a full handshake on demand.
@@ -25,7 +25,8 @@ void configureCommon(SSL_CTX* ctx, TlsVersion minVersion) {
   // (about 34 KiB per connection otherwise). MOVING_WRITE_BUFFER: a retried
   // write may come from another address (keel's BIO never asks for a retry,
   // but nothing then depends on it).
-  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  if (releaseBuffers) SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 }
 
 std::vector<unsigned char> encodeAlpn(const std::vector<std::string>& protocols, bool& ok) {
@@ -98,7 +99,7 @@ std::error_code TlsContext::loadServerCert(SSL_CTX* ctx, const TlsServerOptions&
 }
 
 std::error_code TlsContext::configureServer(SSL_CTX* ctx, const TlsServerOptions& o) {
-  configureCommon(ctx, o.minVersion);
+  configureCommon(ctx, o.minVersion, o.releaseIdleBuffers);
   if (auto ec = loadServerCert(ctx, o)) return ec;
   if (!alpnWire_.empty()) SSL_CTX_set_alpn_select_cb(ctx, selectAlpn, this);
   SSL_CTX_set_tlsext_servername_callback(ctx, selectServerName);
@@ -148,7 +149,7 @@ TlsContext::Ptr TlsContext::client(const TlsClientOptions& options, std::error_c
     ec = self->fail(TlsErrc::Setup, "SSL_CTX_new");
     return nullptr;
   }
-  configureCommon(ctx, options.minVersion);
+  configureCommon(ctx, options.minVersion, options.releaseIdleBuffers);
   self->verifyPeer_ = options.verifyPeer;
   if (options.verifyPeer) {
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);

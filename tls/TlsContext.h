@@ -54,6 +54,10 @@ struct TlsServerOptions {
   std::string clientCaFile;
   bool requireClientCert = false;
   TlsVersion minVersion = TlsVersion::Tls12;
+  // Give OpenSSL's record buffers (about 34 KiB) back whenever they are
+  // empty, so an idle connection holds none. Costs OpenSSL allocations per
+  // message (docs/tls.md has the figures); off for a few busy connections.
+  bool releaseIdleBuffers = true;
 };
 
 struct TlsClientOptions {
@@ -69,6 +73,7 @@ struct TlsClientOptions {
   bool resumeSessions = true;
   std::size_t maxCachedSessions = 1024;  // cap on the cache; the oldest is dropped
   TlsVersion minVersion = TlsVersion::Tls12;
+  bool releaseIdleBuffers = true;  // as TlsServerOptions::releaseIdleBuffers
 };
 
 class TlsContext {
