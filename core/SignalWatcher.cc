@@ -129,6 +129,12 @@ std::error_code SignalWatcher::watch(std::initializer_list<int> signals) noexcep
         ec = std::make_error_code(std::errc::no_buffer_space);
         break;
       }
+      // The route first (fd before signo: a handler that sees the signal
+      // finds the pipe), then the handler, so that no signal it takes can
+      // miss this watcher.
+      free->owner = this;
+      free->fd.store(pipe_.writeEnd.get());
+      free->signo.store(signo);
       auto& watchers = gWatchers[static_cast<std::size_t>(signo)];
       if (watchers == 0) {
         struct sigaction sa {};
@@ -139,15 +145,16 @@ std::error_code SignalWatcher::watch(std::initializer_list<int> signals) noexcep
         sa.sa_flags = SA_RESTART;
         if (::sigaction(signo, &sa, &gPrevious[static_cast<std::size_t>(signo)]) != 0) {
           ec = std::error_code(errno, std::generic_category());
+          // No handler of this signal is installed, so none can be reading
+          // this route.
+          free->signo.store(0);
+          free->fd.store(-1);
+          free->owner = nullptr;
           break;
         }
       }
       ++watchers;
       signals_ |= bitOf(signo);
-      free->owner = this;
-      // fd before signo: a handler that sees the signal finds the pipe.
-      free->fd.store(pipe_.writeEnd.get());
-      free->signo.store(signo);
     }
   }
   if (!ec) ec = watcher_.enable(Watcher::kRead);
