@@ -11,8 +11,9 @@
 // reusePort on every I/O loop (one SO_REUSEPORT socket each, the kernel
 // spreads connections). Each connection lives on exactly one loop.
 //
-// Thread-safety: construct, start, stop and destroy on the base loop's
-// thread. connectionCount() and stats() are safe from any thread.
+// Thread-safety: construct, start, stop, stopOnSignals and destroy on the
+// base loop's thread. connectionCount() and stats() are safe from any
+// thread, and so is forEachConnection() between start() and destruction.
 #pragma once
 
 #include <array>
