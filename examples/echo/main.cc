@@ -6,7 +6,7 @@
 //
 // What it shows: a Server, a one-method Handler as the application, I/O
 // loops on threads, and a clean stop on SIGINT/SIGTERM that lets every
-// connection finish (Server::stop) before the process exits. Two optional
+// connection finish (Server::stopOnSignals) before the process exits. Two optional
 // policy handlers go in front of the application without it knowing:
 //   TcpTuning   the latency or throughput profile (net/TcpTuning.h);
 //   IdleReaper  closes a connection that neither sent nor received anything
