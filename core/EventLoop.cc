@@ -104,6 +104,9 @@ void EventLoop::runOnce(Duration timeout) {
       ::epoll_wait(epoll_.get(), events_.data(), static_cast<int>(events_.size()), computeTimeoutMs(timeout));
   now_ = readClock();  // the iteration's one clock read
   ++iterations_;
+  // EINTR: a signal handler ran on this thread (a SignalWatcher's, when the
+  // loop runs on an application thread; keel's own threads block the
+  // asynchronous signals). Not an error: an iteration with no events.
   if (n < 0 && errno != EINTR) throwErrno("epoll_wait");
   readyCount_ = n > 0 ? n : 0;
 

@@ -115,9 +115,18 @@ class EventLoop {
     KEEL_ASSERT_IN_LOOP(*this, "EventLoop::runAfter");
     return timers_.schedule(now_, delay, std::move(cb));
   }
-  [[nodiscard]] TimerId runEvery(Duration interval, TimerWheel::Callback cb) {
+  // Repeats every `interval` from now(); after a stall it fires once and
+  // skips the missed ticks unless `missed` is CatchUp (docs/timers.md).
+  [[nodiscard]] TimerId runEvery(Duration interval, TimerWheel::Callback cb,
+                                 TimerWheel::Missed missed = TimerWheel::Missed::Skip) {
     KEEL_ASSERT_IN_LOOP(*this, "EventLoop::runEvery");
-    return timers_.schedule(now_, interval, std::move(cb), interval);
+    return timers_.schedule(now_, interval, std::move(cb), interval, missed);
+  }
+  // runAfter for a timer that is never cancelled: no handle to drop. The
+  // callback must not outlive what it captures (nothing cancels it).
+  void runAfterDetached(Duration delay, TimerWheel::Callback cb) {
+    KEEL_ASSERT_IN_LOOP(*this, "EventLoop::runAfterDetached");
+    (void)timers_.schedule(now_, delay, std::move(cb));
   }
   bool cancel(TimerId id) noexcept {
     KEEL_ASSERT_IN_LOOP(*this, "EventLoop::cancel");

@@ -2,6 +2,8 @@
 
 #include <pthread.h>
 
+#include "keel/core/ThreadSignals.h"
+
 namespace keel {
 
 LoopThread::LoopThread(std::string name, InitCallback init, LoopOptions options)
@@ -10,7 +12,9 @@ LoopThread::LoopThread(std::string name, InitCallback init, LoopOptions options)
 LoopThread::~LoopThread() { stop(); }
 
 EventLoop& LoopThread::start() {
-  thread_ = std::thread([this] { run(); });
+  // Signals sent to the process go to the application's threads, never to
+  // this loop (see ThreadSignals.h).
+  thread_ = startThreadWithoutSignals([this] { run(); });
   std::unique_lock lock(mutex_);
   ready_.wait(lock, [this] { return loop_ != nullptr; });
   return *loop_;

@@ -2,7 +2,10 @@
 //
 // start() blocks until the loop exists and returns it; stop() (or the
 // destructor) quits the loop and joins the thread. The loop object lives on
-// the thread's stack, so it is destroyed on the thread that ran it.
+// the thread's stack, so it is destroyed on the thread that ran it. The
+// thread blocks the asynchronous signals (core/ThreadSignals.h): a SIGTERM
+// sent to the process is taken by an application thread, and a
+// SignalWatcher on this loop still receives it.
 //
 // Thread-safety: start/stop from the owning (creating) thread only.
 #pragma once

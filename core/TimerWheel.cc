@@ -190,7 +190,7 @@ void TimerWheel::removeEntry(std::uint32_t i) noexcept {
   }
 }
 
-TimerId TimerWheel::schedule(TimePoint now, Duration delay, Callback cb, Duration interval) {
+TimerId TimerWheel::schedule(TimePoint now, Duration delay, Callback cb, Duration interval, Missed missed) {
   if (delay < Duration::zero()) delay = Duration::zero();
   growFor(live_ + 1);  // everything that can throw comes before any change
   const std::uint32_t i = allocNode();
@@ -198,6 +198,7 @@ TimerId TimerWheel::schedule(TimePoint now, Duration delay, Callback cb, Duratio
   n.expiry = ceilTicks(((now - origin_) + delay).count(), tick_.count());
   n.interval = interval > Duration::zero() ? ceilTicks(interval.count(), tick_.count()) : 0;
   n.state = State::Pending;
+  n.missed = missed;
   payloads_[i].cb = std::move(cb);
   ++live_;
   file(i);
@@ -290,7 +291,11 @@ void TimerWheel::fire(const List l, std::size_t& fired) {
     if (n.state == State::Firing && n.interval != 0) {
       payloads_[i].cb = std::move(cb);
       n.state = State::Pending;
-      n.expiry += n.interval;
+      std::uint64_t next = n.expiry + n.interval;
+      // Skip: jump the grid points that are already due (a stall) in one
+      // step; the division runs only after a stall.
+      if (n.missed == Missed::Skip && next <= seen_) next += ((seen_ - next) / n.interval + 1) * n.interval;
+      n.expiry = next;
       file(i);
     } else {
       releaseNode(i);  // cb, the caller's local, is destroyed after this
@@ -356,6 +361,7 @@ std::size_t TimerWheel::advance(TimePoint now) {
   // where nothing can be due); settle those without the division in tickOf().
   if (now < currentStart_) return 0;
   const std::uint64_t target = tickOf(now);
+  seen_ = std::max(seen_, target);  // max: a call re-entered from a callback may pass a later time
   std::size_t fired = 0;
   // Jump straight from one tick with work to the next: an idle stretch of any
   // length costs nothing, and no occupied slot is ever jumped over.
@@ -374,44 +380,6 @@ std::size_t TimerWheel::advance(TimePoint now) {
                                     : origin_ + Duration(static_cast<std::int64_t>(current_) * tick_.count());
   }
   return fired;
-}
-
-std::uint64_t TimerWheel::nextEventTick() const noexcept {
-  std::uint64_t best = UINT64_MAX;
-  for (int level = 0; level < kLevels; ++level) {
-    const std::uint64_t bits = occupied_[static_cast<std::size_t>(level)];
-    if (bits == 0) continue;
-    const int shift = kSlotBits * level;
-    const std::uint64_t base = current_ >> shift;
-    const auto pos = static_cast<int>(base & (kSlots - 1));
-    const std::uint64_t rotated = std::rotr(bits, pos);
-    std::uint64_t when;
-    if (level == 0) {
-      when = current_ + static_cast<unsigned>(std::countr_zero(rotated));
-    } else {
-      // The slot under `pos` was already re-filed this rotation unless we sit
-      // exactly on its boundary, in which case that happens at current_.
-      const bool onBoundary = (current_ & ((std::uint64_t{1} << shift) - 1)) == 0;
-      std::uint64_t k;
-      if (onBoundary && (rotated & 1) != 0) {
-        k = 0;
-      } else if ((rotated & ~std::uint64_t{1}) != 0) {
-        k = static_cast<unsigned>(std::countr_zero(rotated & ~std::uint64_t{1}));
-      } else {
-        k = kSlots;
-      }
-      when = (base + k) << shift;
-    }
-    if (when < best) best = when;
-  }
-  return best;
-}
-
-std::optional<Duration> TimerWheel::timeUntilNext(TimePoint now) const {
-  if (live_ == 0) return std::nullopt;
-  const std::uint64_t next = nextEventTick();
-  const TimePoint at = origin_ + tick_ * static_cast<std::int64_t>(next);
-  return at > now ? at - now : Duration::zero();
 }
 
 }  // namespace keel

@@ -22,6 +22,17 @@
 // caller passes in), and at most one tick later than that plus however late
 // the caller calls advance().
 //
+// A repeating timer's expiries lie on a grid: first expiry + k * interval.
+// When advance() comes late enough that several grid points are due at once
+// (the loop stalled), Missed::Skip (the default) fires once and re-files at
+// the first grid point after that advance's time: a periodic job that was
+// blocked runs once, not in a burst, and keeps its phase. Missed::CatchUp
+// fires once per missed point, all within that advance(), for the rare
+// caller that counts ticks. Keeping the grid (rather than re-arming at
+// now + interval) is what keeps the rate exact: the loop always wakes a
+// little late, and re-arming from the late time would add that lateness to
+// every period. Either way the choice is arithmetic at re-file time.
+//
 // Thread-safety: none. The owning EventLoop calls everything on its thread.
 #pragma once
 
@@ -50,14 +61,18 @@ class TimerWheel {
   static constexpr int kSlotBits = 6;
   static constexpr int kSlots = 1 << kSlotBits;
 
+  // What a repeating timer does about grid points it missed (see above).
+  enum class Missed : std::uint8_t { Skip, CatchUp };
+
   explicit TimerWheel(TimePoint origin, Duration tick = std::chrono::milliseconds(1));
   TimerWheel(const TimerWheel&) = delete;
   TimerWheel& operator=(const TimerWheel&) = delete;
 
   // Schedules cb at `now + delay`. With a non-zero `interval` the timer repeats
-  // every interval (rounded up to one tick) until cancelled.
+  // every interval (rounded up to one tick) until cancelled; `missed` says
+  // what it does after a stall. May throw std::bad_alloc (growing the slab).
   [[nodiscard]] TimerId schedule(TimePoint now, Duration delay, Callback cb,
-                                 Duration interval = Duration::zero());
+                                 Duration interval = Duration::zero(), Missed missed = Missed::Skip);
 
   // Returns true when a pending timer was cancelled. Safe on stale handles and
   // from inside any timer callback (including the timer's own).
@@ -107,6 +122,7 @@ class TimerWheel {
     std::uint32_t pos = kNil;
     std::uint32_t generation = 1;
     State state = State::Free;
+    Missed missed = Missed::Skip;
   };
   // Cold half.
   struct alignas(32) Payload {
@@ -164,6 +180,7 @@ class TimerWheel {
   TimePoint origin_;
   Duration tick_;
   std::uint64_t current_ = 0;  // next tick to process
+  std::uint64_t seen_ = 0;     // the latest tick advance() was called for: "now" for Missed::Skip
   TimePoint currentStart_;     // start of tick current_ (or earlier): advance() before it is a no-op
   std::size_t live_ = 0;
   std::array<std::uint64_t, kLevels> occupied_{};  // bit per non-empty slot

@@ -4,6 +4,7 @@
 #include <future>
 
 #include "keel/core/Log.h"
+#include "keel/core/SignalWatcher.h"
 #include "keel/net/TimeWaitCounter.h"
 #include "keel/net/internal/Acceptor.h"
 #include "keel/net/internal/ConnectionAccess.h"
@@ -189,14 +190,42 @@ void Server::stop(std::function<void()> done) {
     stopTimer_ = {};
     if (count_.load() != 0)
       KEEL_INFO("server: {} connection(s) still open after the stop timeout; aborting", count_.load());
-    for (auto& s : slots_) {
-      s->loop->runInLoop([&slot = *s, alive = aliveWeak_] {
-        if (alive.expired()) return;
-        for (auto& [id, conn] : slot.connections) conn->abort(CloseReason::Shutdown);
-      });
-    }
+    abortRemaining();
   });
   finishStopIfDone();
+}
+
+void Server::abortRemaining() {
+  for (auto& s : slots_) {
+    s->loop->runInLoop([&slot = *s, alive = aliveWeak_] {
+      if (alive.expired()) return;
+      for (auto& [id, conn] : slot.connections) conn->abort(CloseReason::Shutdown);
+    });
+  }
+}
+
+std::error_code Server::stopOnSignals(std::initializer_list<int> signals, std::function<void()> done) {
+  KEEL_ASSERT_IN_LOOP(loop_, "Server::stopOnSignals");
+  std::error_code ec;
+  auto watcher = std::make_unique<SignalWatcher>(
+      loop_, signals, [this, done = std::move(done)](int signo) { onStopSignal(signo, done); }, ec);
+  if (ec) return ec;
+  stopSignals_ = std::move(watcher);
+  return {};
+}
+
+void Server::onStopSignal(int signo, const std::function<void()>& done) {
+  if (stopping_) {
+    KEEL_INFO("server: signal {} while stopping; aborting {} connection(s)", signo, count_.load());
+    abortRemaining();
+    return;
+  }
+  KEEL_INFO("server: signal {}; stopping", signo);
+  // Queued, so that `done` never runs inside this callback: it may destroy
+  // the server, and with it the watcher that is calling.
+  auto finish = [&loop = loop_, done] { loop.queueInLoop(done ? done : [&loop] { loop.quit(); }); };
+  if (!started_) return finish();
+  stop(std::move(finish));
 }
 
 void Server::finishStopIfDone() {

@@ -11,14 +11,16 @@
 // reusePort on every I/O loop (one SO_REUSEPORT socket each, the kernel
 // spreads connections). Each connection lives on exactly one loop.
 //
-// Thread-safety: construct, start, stop and destroy on the base loop's
-// thread. connectionCount() and stats() are safe from any thread.
+// Thread-safety: construct, start, stop, stopOnSignals and destroy on the
+// base loop's thread. connectionCount() and stats() are safe from any
+// thread, and so is forEachConnection() between start() and destruction.
 #pragma once
 
 #include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -33,6 +35,7 @@ namespace keel {
 
 class Acceptor;
 class OutputBudget;
+class SignalWatcher;
 
 struct ServerOptions {
   std::size_t ioThreads = 0;           // 0: connections live on the base loop
@@ -90,6 +93,23 @@ class Server {
   // every connection is gone.
   void stop(std::function<void()> done = {});
 
+  // The operator's way out. The first of `signals` starts a graceful stop();
+  // when it completes, `done` runs on the base loop (default: quit the base
+  // loop). A second signal while stopping (whoever started the stop) aborts
+  // every connection still open at once (RST, queued output dropped): the
+  // operator who presses Ctrl-C twice does not want to wait for
+  // stopTimeout. `done` then runs as soon as they are gone. `done` runs
+  // from a task of its own, never inside the signal's callback, so it may
+  // destroy the server. A signal before start() (or after a failed one)
+  // runs `done` at once.
+  //
+  // Base loop thread, before or after start(); a later call replaces the
+  // signals and `done`. Works with I/O threads, wherever the base loop runs
+  // (core/SignalWatcher.h). Fails as SignalWatcher does (EINVAL for a
+  // signal that cannot be caught); the server is unchanged then.
+  [[nodiscard]] std::error_code stopOnSignals(std::initializer_list<int> signals,
+                                              std::function<void()> done = {});
+
   // The bound address (useful with port 0).
   [[nodiscard]] SocketAddress listenAddress() const { return bound_; }
   [[nodiscard]] std::size_t connectionCount() const noexcept {
@@ -101,6 +121,21 @@ class Server {
   [[nodiscard]] EventLoop& loop() const noexcept { return loop_; }
   [[nodiscard]] LoopThreadPool& pool() noexcept { return pool_; }
   // Calls f(conn) for each live connection, on that connection's loop.
+  //  - Threads: callable from any thread once start() has returned and
+  //    until the destructor begins (it only posts to each I/O loop). f runs
+  //    on each connection's own loop thread, so it may use the connection
+  //    like any handler does: write, shutdown, close.
+  //  - When: f runs now, before this returns, for connections of the
+  //    calling thread's own loop (the base loop with ioThreads == 0, or the
+  //    I/O loop it is called from); for every other loop it is queued, runs
+  //    after this returns, and nothing reports its completion (queue a task
+  //    on each loop after it to wait: tasks run in order).
+  //  - Which: the connections in that loop's table when f runs there; one
+  //    accepted meanwhile may be missed, and one closed by an earlier f is
+  //    still visited (its close completes on a later turn of the loop).
+  //  - f is copied once per loop and must not destroy the server or call
+  //    stop(); it may call forEachConnection again. A server destroyed
+  //    before a queued f runs skips it.
   void forEachConnection(std::function<void(const Connection::Ptr&)> f);
 
  private:
@@ -115,6 +150,8 @@ class Server {
   void onClosed(Slot& slot, const Connection::Ptr& conn);
   Slot& slotFor(EventLoop& loop);
   void finishStopIfDone();
+  void abortRemaining();  // every connection, on its own loop
+  void onStopSignal(int signo, const std::function<void()>& done);
   // Base loop: pause or resume reading everywhere for the output budget.
   void reviewBudget();
   void enforceBudget();  // the grace ran out: reset the largest queues
@@ -147,6 +184,7 @@ class Server {
   std::atomic<bool> stopping_{false};  // read by I/O loops
   std::function<void()> stopDone_;
   TimerId stopTimer_;
+  std::unique_ptr<SignalWatcher> stopSignals_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   // What tasks capture. I/O loops copy it while the destructor resets alive_
   // on the owner's loop; copying this never-modified weak_ptr (instead of

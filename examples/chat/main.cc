@@ -20,6 +20,7 @@
 // Lines are capped (--max-line; longer: an error line, then a close). One
 // loop, no I/O threads: the room is plain data touched by one thread.
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -161,7 +162,12 @@ int main(int argc, char** argv) {
   }
   keel::EventLoop loop;
   keel::Server server(loop, *addr, options);
-  keel::SignalWatcher signals = keel::example::stopOnSignal(loop, server);
+  // SIGINT/SIGTERM: a graceful stop, then the loop quits (exit 0); a
+  // second signal aborts whatever is still open.
+  if (const std::error_code ec = server.stopOnSignals({SIGINT, SIGTERM})) {
+    std::fprintf(stderr, "keel-chat: signals: %s\n", ec.message().c_str());
+    return 1;
+  }
   keel::IdleLimits idle;
   idle.reader = std::chrono::milliseconds(idleMs);  // silent: nothing received from the member
   const std::chrono::milliseconds lineLimit(lineMs);

@@ -1,14 +1,12 @@
 // What every example server's main() does the same way, in one place:
-// a TCP profile named on the command line, SIGINT/SIGTERM turned into a
-// graceful Server::stop(), and the "NAME listening on ADDR" line that
-// scripts and tests wait for.
+// a TCP profile named on the command line and the "NAME listening on ADDR"
+// line that scripts and tests wait for. (SIGINT/SIGTERM into a graceful
+// stop is Server::stopOnSignals.)
 //
 // Header-only: each example is one program, and this is a few lines of glue.
 #pragma once
 
-#include <csignal>
 #include <cstdio>
-#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -16,7 +14,6 @@
 #include <vector>
 
 #include <keel/core/EventLoop.h>
-#include <keel/core/SignalWatcher.h>
 #include <keel/net/Server.h>
 #include <keel/net/TcpTuning.h>
 
@@ -30,18 +27,6 @@ inline const std::vector<std::string> kProfileNames{"kernel", "latency", "throug
   if (name == "latency") return TcpProfile::Latency;
   if (name == "throughput") return TcpProfile::Throughput;
   return std::nullopt;
-}
-
-// The first SIGINT or SIGTERM stops `server` gracefully (connections finish
-// what they owe, then the loop quits); a second one quits at once. Build it
-// before server.start(): the signals must be blocked before the I/O threads
-// exist, so that only the loop's signalfd sees them.
-[[nodiscard]] inline SignalWatcher stopOnSignal(EventLoop& loop, Server& server) {
-  auto stopping = std::make_shared<bool>(false);
-  return SignalWatcher(loop, {SIGINT, SIGTERM}, [&loop, &server, stopping](int) {
-    if (std::exchange(*stopping, true)) return loop.quit();
-    server.stop([&loop] { loop.quit(); });
-  });
 }
 
 // Starts `server` and prints "NAME listening on ADDR" (what the tests and

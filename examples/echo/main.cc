@@ -6,13 +6,14 @@
 //
 // What it shows: a Server, a one-method Handler as the application, I/O
 // loops on threads, and a clean stop on SIGINT/SIGTERM that lets every
-// connection finish (Server::stop) before the process exits. Two optional
+// connection finish (Server::stopOnSignals) before the process exits. Two optional
 // policy handlers go in front of the application without it knowing:
 //   TcpTuning   the latency or throughput profile (net/TcpTuning.h);
 //   IdleReaper  closes a connection that neither sent nor received anything
 //               for --idle-timeout-ms (heartbeat/IdleReaper.h).
 // Try it:  socat - TCP:127.0.0.1:7000   or   socat - UNIX-CONNECT:/tmp/echo.sock
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <string>
 
@@ -77,7 +78,12 @@ int main(int argc, char** argv) {
   keel::ServerOptions options;
   options.ioThreads = threads;
   keel::Server server(loop, *addr, options);
-  keel::SignalWatcher signals = keel::example::stopOnSignal(loop, server);  // graceful: finish, then exit
+  // SIGINT/SIGTERM: a graceful stop, then the loop quits (exit 0); a
+  // second signal aborts whatever is still open.
+  if (const std::error_code ec = server.stopOnSignals({SIGINT, SIGTERM})) {
+    std::fprintf(stderr, "keel-echo: signals: %s\n", ec.message().c_str());
+    return 1;
+  }
   keel::IdleLimits idle;
   idle.all = std::chrono::milliseconds(idleMs);
   // Runs on the connection's loop for every new connection. Order matters:

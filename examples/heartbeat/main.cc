@@ -17,6 +17,7 @@
 // closed or reset the connection (e.g. it was killed: its kernel still says
 // goodbye, so this is noticed at once, without the heartbeat).
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <string>
 
@@ -113,11 +114,6 @@ int main(int argc, char** argv) {
     return 2;
   }
   keel::EventLoop loop;
-  int exitCode = -1;
-  keel::SignalWatcher signals(loop, {SIGINT, SIGTERM}, [&](int) {
-    exitCode = 0;
-    loop.quit();
-  });
 
   if (server->parsed()) {
     // [FrameCodec][PongResponder]: the responder answers each PING from its
@@ -131,12 +127,21 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "keel-heartbeat: %s: %s\n", addr->toString().c_str(), ec.message().c_str());
       return 1;
     }
+    if (auto ec = srv.stopOnSignals({SIGINT, SIGTERM})) {  // graceful stop, then exit 0
+      std::fprintf(stderr, "keel-heartbeat: signals: %s\n", ec.message().c_str());
+      return 1;
+    }
     std::printf("keel-heartbeat listening on %s\n", srv.listenAddress().toString().c_str());
     std::fflush(stdout);
     loop.loop();
     return 0;
   }
 
+  int exitCode = -1;
+  keel::SignalWatcher signals(loop, {SIGINT, SIGTERM}, [&](int) {
+    exitCode = 0;
+    loop.quit();
+  });
   // [FrameCodec][RttPrinter][Heartbeat][Report]. No retries: a refused
   // connect is reported once and ends the program.
   keel::Client cli(loop, *addr);

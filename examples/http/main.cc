@@ -26,6 +26,7 @@
 //     stops being read at the output high watermark, and an idle keep-alive
 //     connection is closed by the IdleReaper.
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <ctime>
 #include <string>
@@ -274,7 +275,12 @@ int main(int argc, char** argv) {
   options.connection.pauseReadingAtHighWatermark = true;  // pipelining without reading: stop reading
   options.connection.shutdownTimeout = std::chrono::seconds(5);
   keel::Server server(loop, *addr, options);
-  keel::SignalWatcher signals = keel::example::stopOnSignal(loop, server);
+  // SIGINT/SIGTERM: a graceful stop, then the loop quits (exit 0); a
+  // second signal aborts whatever is still open.
+  if (const std::error_code ec = server.stopOnSignals({SIGINT, SIGTERM})) {
+    std::fprintf(stderr, "keel-http: signals: %s\n", ec.message().c_str());
+    return 1;
+  }
   const keel::IdleLimits idle{.reader = std::chrono::seconds(idleSeconds)};
   const std::chrono::milliseconds headerTimeout(headerTimeoutMs), bodyTimeout(bodyTimeoutMs);
   server.setPipelineInit([idle, headerTimeout, bodyTimeout](keel::Connection& c) {

@@ -19,6 +19,7 @@
 //   - a FIN that is not the end of the work: commands that came before a
 //     client's FIN but still wait behind backpressure are run and answered
 //     as the client reads, and only then is the connection closed.
+#include <csignal>
 #include <cstdio>
 #include <string>
 
@@ -174,7 +175,12 @@ int main(int argc, char** argv) {
                 "a partial command must fit in the connection's input buffer");
 
   keel::Server server(loop, *addr, options);
-  keel::SignalWatcher signals = keel::example::stopOnSignal(loop, server);
+  // SIGINT/SIGTERM: a graceful stop, then the loop quits (exit 0); a
+  // second signal aborts whatever is still open.
+  if (const std::error_code ec = server.stopOnSignals({SIGINT, SIGTERM})) {
+    std::fprintf(stderr, "keel-resp: signals: %s\n", ec.message().c_str());
+    return 1;
+  }
   server.setPipelineInit([&store, profile](keel::Connection& conn) {
     // First, nearest the socket. A read that gets an answer has its ACK
     // carried by that answer: QUICKACK is re-armed only after partial commands.

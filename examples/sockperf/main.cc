@@ -11,6 +11,7 @@
 // SockperfFrame.h describes the format.
 #include <array>
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -18,7 +19,6 @@
 #include <CLI/CLI.hpp>
 
 #include <keel/core/EventLoop.h>
-#include <keel/core/SignalWatcher.h>
 #include <keel/net/Buffer.h>
 #include <keel/net/Connection.h>
 #include <keel/net/Server.h>
@@ -107,19 +107,12 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   keel::EventLoop loop;
-  bool stopping = false;
   std::unique_ptr<keel::Server> server;
   UdpResponder responder;
   keel::UdpEndpoint udp(
       loop, [&responder](keel::UdpEndpoint& ep, std::span<const char> d, const keel::SocketAddress& from) {
         responder.onDatagram(ep, d, from);
       });
-  keel::SignalWatcher signals(loop, {SIGINT, SIGTERM}, [&](int) {
-    if (stopping || !server) return loop.quit();
-    stopping = true;
-    udp.close();
-    server->stop([&loop] { loop.quit(); });
-  });
 
   // TCP picks the port first; UDP must then get the same number. With
   // --port 0 another process may hold that UDP port, so try a few times.
@@ -145,6 +138,15 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "keel-sockperf: udp %s: %s\n", bound.toString().c_str(), ec.message().c_str());
       return 1;
     }
+  }
+  // SIGINT/SIGTERM: TCP stops gracefully (a second signal aborts it), then
+  // UDP closes and the loop quits.
+  if (auto ec = server->stopOnSignals({SIGINT, SIGTERM}, [&] {
+        udp.close();
+        loop.quit();
+      })) {
+    std::fprintf(stderr, "keel-sockperf: signals: %s\n", ec.message().c_str());
+    return 1;
   }
   std::printf("keel-sockperf listening on %s (tcp+udp)\n", server->listenAddress().toString().c_str());
   std::fflush(stdout);

@@ -22,6 +22,7 @@
 // and hash, 1 a file or connection error (or interrupted), 3 the answers differ.
 #include <chrono>
 #include <cinttypes>
+#include <csignal>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -149,11 +150,6 @@ int main(int argc, char** argv) {
     return 2;
   }
   keel::EventLoop loop;
-  int exitCode = 1;
-  keel::SignalWatcher signals(loop, {SIGINT, SIGTERM}, [&](int) {
-    if (server->parsed()) exitCode = 0;  // the server's normal way out; an interrupted upload is a failure
-    loop.quit();
-  });
 
   if (server->parsed()) {
     keel::Server srv(loop, *addr);
@@ -170,6 +166,12 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "keel-upload: %s: %s\n", addr->toString().c_str(), ec.message().c_str());
       return 1;
     }
+    // The server's normal way out: uploads in progress get their answers
+    // (up to the stop timeout), then exit 0.
+    if (auto ec = srv.stopOnSignals({SIGINT, SIGTERM})) {
+      std::fprintf(stderr, "keel-upload: signals: %s\n", ec.message().c_str());
+      return 1;
+    }
     std::printf("keel-upload listening on %s\n", srv.listenAddress().toString().c_str());
     std::fflush(stdout);
     loop.loop();
@@ -181,6 +183,8 @@ int main(int argc, char** argv) {
     std::perror(("keel-upload: " + path).c_str());
     return 1;
   }
+  int exitCode = 1;
+  keel::SignalWatcher signals(loop, {SIGINT, SIGTERM}, [&](int) { loop.quit(); });  // interrupted: exit 1
   keel::Client cli(loop, *addr);
   cli.setPipelineInit([&](keel::Connection& c) { c.pipeline().emplaceLast<Sender>(file.get(), &exitCode); });
   cli.setConnectFailed([&](std::error_code ec) {
