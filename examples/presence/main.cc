@@ -51,7 +51,12 @@ int runServer(const keel::SocketAddress& addr, std::size_t threads, presence::Se
   options.connection.resetOnReasons = keel::reasonBit(keel::CloseReason::HeartbeatTimeout);
   keel::Server server(loop, addr, options);
   server.setPipelineInit([&room](keel::Connection& c) { presence::initPipeline(c, room); });
-  keel::SignalWatcher signals = keel::example::stopOnSignal(loop, server);
+  // SIGINT/SIGTERM: a graceful stop (members get a FIN after what they are
+  // owed), then the loop quits; a second signal aborts what is left.
+  if (const std::error_code ec = server.stopOnSignals({SIGINT, SIGTERM})) {
+    std::fprintf(stderr, "keel-presence: signals: %s\n", ec.message().c_str());
+    return 1;
+  }
   if (const int rc = keel::example::startAndAnnounce(server, "keel-presence")) return rc;
   loop.loop();
   return 0;
