@@ -221,6 +221,8 @@ void lookUp(const std::shared_ptr<Lookup>& l) {
 }
 
 void workerMain(const std::shared_ptr<ResolverState>& state) {
+  // Named for top, gdb and the test that checks the signal mask.
+  pthread_setname_np(pthread_self(), "keel-resolver");
   std::unique_lock lock(state->mutex);
   for (;;) {
     ++state->idle;
