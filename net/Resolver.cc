@@ -128,6 +128,7 @@ struct ResolverState {
   bool stopping = false;                      // guarded by mutex
   std::vector<std::thread> threads;           // guarded by mutex
   std::atomic<int> started{0};
+  std::shared_ptr<ResolverState> forkedFrom;  // the parent's, after a fork (Resolver::resetAfterFork)
 };
 
 }  // namespace detail
@@ -317,11 +318,31 @@ Resolver::~Resolver() {
   for (auto& t : threads) t.join();
 }
 
+namespace {
+Resolver* g_default = nullptr;
+}  // namespace
+
 Resolver& Resolver::defaultResolver() {
   // Leaked on purpose: a worker may be inside getaddrinfo at exit, and
   // joining it from a static destructor could hang the exit.
-  static Resolver* const instance = new Resolver();
+  static Resolver* const instance = [] {
+    g_default = new Resolver();
+    // A forked child has none of the parent's workers, yet the copied state
+    // says they exist (and are idle): its lookups would wait forever.
+    ::pthread_atfork(nullptr, nullptr, [] { g_default->resetAfterFork(); });
+    return g_default;
+  }();
   return *instance;
+}
+
+void Resolver::resetAfterFork() noexcept {
+  // The old state is kept, never destroyed: its threads do not exist here
+  // (destroying a joinable std::thread terminates), and its mutex may have
+  // been held by one of them at the fork.
+  auto fresh = std::make_shared<ResolverState>();
+  fresh->options = options_;
+  fresh->forkedFrom = std::move(state_);
+  state_ = std::move(fresh);
 }
 
 int Resolver::threadsStarted() const noexcept { return state_->started.load(std::memory_order_relaxed); }

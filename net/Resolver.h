@@ -135,7 +135,9 @@ class Resolver {
   Resolver& operator=(const Resolver&) = delete;
 
   // The process-wide instance (default options). Never destroyed, so it may
-  // be used from static destructors and at exit.
+  // be used from static destructors and at exit. It survives fork(): the
+  // child starts workers of its own (lookups in flight at the fork stay in
+  // the parent). A constructed Resolver belongs to the process that made it.
   [[nodiscard]] static Resolver& defaultResolver();
 
   // Loop thread of `loop`. `cb` runs later on that loop, exactly once unless
@@ -154,6 +156,8 @@ class Resolver {
                                                             AddressFamily family);
 
  private:
+  void resetAfterFork() noexcept;
+
   ResolverOptions options_;
   std::shared_ptr<detail::ResolverState> state_;
 };

@@ -118,8 +118,8 @@ TEST(ClientResolve, LocalhostWithBothFamiliesTheRefusedIpv6AttemptLosesToIpv4) {
     ClientOptions options;
     options.attemptDelay = 2s;  // the IPv4 attempt can start early only because ::1 refused
     options.connectTimeout = 30s;
+    Seen seen;  // outlives the client, whose destructor closes the connection
     Client client(loop, "localhost", server.address().port(), options);
-    Seen seen;
     client.setPipelineInit(recordInto(seen, "v4 won"));
     std::vector<std::error_code> failures;
     client.setConnectFailed([&](std::error_code ec) { failures.push_back(ec); });

@@ -204,6 +204,27 @@ TEST(Resolver, UnknownNameOnThisMachine) {
   EXPECT_EQ(o.ec, ResolveError::HostNotFound) << o.ec.message();
 }
 
+// The default resolver's workers do not come along into a forked child, yet
+// the child can resolve: it starts workers of its own.
+TEST(Resolver, DefaultResolverWorksInAForkedChild) {
+  {
+    EventLoop loop;
+    Outcome parent;
+    ResolveRequest r = Resolver::defaultResolver().resolve(loop, "localhost", 1, {}, into(parent));
+    ASSERT_TRUE(runUntil(loop, [&] { return parent.done; }));
+    ASSERT_GE(Resolver::defaultResolver().threadsStarted(), 1);
+  }
+  KEEL_RUN_ISOLATED(IsolatedFiles{}, [] {
+    EventLoop loop;
+    Outcome child;
+    ResolveRequest r = Resolver::defaultResolver().resolve(loop, "localhost", 2, {}, into(child));
+    CHILD_CHECK(runUntil(loop, [&] { return child.done; }), "no answer in the child");
+    CHILD_CHECK(!child.ec, child.ec.message());
+    CHILD_CHECK(child.addrs == std::vector<SocketAddress>{SocketAddress::loopback4(2)}, "");
+    return std::string();
+  });
+}
+
 // The workers must leave the asynchronous signals to the application's
 // handling: each thread's mask is in /proc/self/task/TID/status (SigBlk, hex).
 TEST(Resolver, WorkersBlockTheAsynchronousSignals) {
@@ -228,7 +249,7 @@ TEST(Resolver, WorkersBlockTheAsynchronousSignals) {
           << "signal " << sig << " not blocked in thread " << entry.path();
     ++workers;
   }
-  EXPECT_EQ(workers, 1);
+  EXPECT_GE(workers, 1);  // the default resolver's too, when earlier tests in this process used it
 }
 
 // ---- cancel -------------------------------------------------------------------------
