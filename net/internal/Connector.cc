@@ -3,8 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
-
-#include <sys/epoll.h>
+#include <string>
 
 #include "keel/core/EventLoop.h"
 #include "keel/core/Log.h"
@@ -42,13 +41,33 @@ ConnectorOptions normalised(ConnectorOptions o) {
 }  // namespace
 
 Connector::Connector(EventLoop& loop, SocketAddress server, ConnectorOptions options)
+    : Connector(loop, std::vector<SocketAddress>{server}, options) {}
+
+Connector::Connector(EventLoop& loop, std::vector<SocketAddress> servers, ConnectorOptions options)
     : loop_(loop),
-      server_(server),
+      servers_(AddressRace::interleave(std::move(servers))),
       options_(normalised(options)),
       backoff_(options_.retryInitial),
-      rng_(seededEngine(this)) {}
+      rng_(seededEngine(this)),
+      race_(loop, RaceOptions{options_.attemptDelay, options_.connectTimeout}) {
+  race_.setWon([this](Socket socket, const SocketAddress& peer) { succeed(std::move(socket), peer); });
+  race_.setLost([this](std::error_code ec) { fail(ec); });
+}
+
+Connector::Connector(EventLoop& loop, HostPort server, ConnectorOptions options)
+    : Connector(loop, std::vector<SocketAddress>{}, options) {
+  host_ = std::move(server);
+}
 
 Connector::~Connector() { stop(); }
+
+std::string Connector::describe() const {
+  if (host_) return host_->toString();
+  if (servers_.empty()) return "(no address)";
+  return servers_.size() == 1
+             ? servers_.front().toString()
+             : servers_.front().toString() + " (+" + std::to_string(servers_.size() - 1) + ")";
+}
 
 Duration Connector::jittered(Duration base, int percent, std::mt19937& rng) {
   if (base <= Duration::zero()) return Duration::zero();
@@ -81,17 +100,13 @@ void Connector::beginSeries(bool retry, bool delayFirst) {
 void Connector::stop() {
   if (attemptTimer_.valid()) loop_.cancel(attemptTimer_);
   attemptTimer_ = {};
-  abandonSocket();
+  abandonAttempt();
   state_ = State::Idle;
 }
 
-void Connector::abandonSocket() noexcept {
-  if (timeoutTimer_.valid()) loop_.cancel(timeoutTimer_);
-  timeoutTimer_ = {};
-  // Out of epoll before the descriptor is closed (its number may be reused
-  // at once); the Watcher object itself stays until the next attempt.
-  if (watcher_) watcher_->detach();
-  socket_.close();
+void Connector::abandonAttempt() noexcept {
+  lookup_.cancel();
+  race_.abandon();
 }
 
 Duration Connector::nextDelay() {
@@ -111,89 +126,51 @@ void Connector::scheduleAttempt(Duration delay) {
 void Connector::attempt() {
   state_ = State::Connecting;
   attempts_.fetch_add(1, std::memory_order_relaxed);
-  // Not inside the old watcher's callback here (attempts start from a timer),
-  // so the previous attempt's watcher can go.
-  watcher_.reset();
-  std::error_code openError;
-  socket_ = Socket::stream(server_.family(), openError);
-  if (openError) {
-    // EMFILE and friends: worth another try later, like any failed attempt.
-    fail(openError);
+  if (!host_) {
+    race(servers_);
     return;
   }
-  const std::error_code ec = socket_.connect(server_);
-  if (!ec) {
-    succeed();
-    return;
-  }
-  if (ec != std::errc::operation_in_progress) {
-    fail(ec);
-    return;
-  }
-  watcher_.emplace(loop_, socket_.fd(), [this](std::uint32_t events) { onWritable(events); });
-  if (const std::error_code watchError = watcher_->setInterest(Watcher::kWrite)) {
-    fail(watchError);
-    return;
-  }
-  if (options_.connectTimeout > Duration::zero()) {
-    timeoutTimer_ = loop_.runAfter(options_.connectTimeout, [this] {
-      timeoutTimer_ = {};
-      onTimeout();
-    });
-  }
+  Resolver& resolver = options_.resolver != nullptr ? *options_.resolver : Resolver::defaultResolver();
+  lookup_ = resolver.resolve(loop_, host_->host, host_->port, options_.resolve,
+                             [this](std::error_code ec, std::vector<SocketAddress> addrs) {
+                               if (state_ != State::Connecting) return;
+                               if (ec) {
+                                 KEEL_DEBUG("resolve {}: {}", host_->toString(), ec.message());
+                                 fail(ec);
+                               } else {
+                                 race(AddressRace::interleave(std::move(addrs)));
+                               }
+                             });
 }
 
-void Connector::onWritable(std::uint32_t events) {
-  if (state_ != State::Connecting) return;
-  // Level-triggered: stop watching before anything else, or a connected
-  // socket would report writable on every iteration.
-  watcher_->detach();
-  std::error_code ec = socket_.takeError();
-  if (!ec && (events & (EPOLLERR | EPOLLHUP)) != 0) {
-    ec = std::make_error_code(std::errc::not_connected);  // hung up without saying why
-  } else if (!ec && socket_.isSelfConnect()) {
-    KEEL_WARN("connect to {}: connected to itself (port in the ephemeral range, nothing listening)",
-              server_.toString());
-    ec = std::make_error_code(std::errc::connection_refused);
-  }
-  if (ec) {
-    fail(ec);
-  } else {
-    succeed();
-  }
+void Connector::race(std::vector<SocketAddress> addrs) {
+  // From a timer or the resolver's callback, never from start(): the race
+  // may finish (and call back) at once.
+  race_.start(std::move(addrs));
 }
 
-void Connector::onTimeout() {
-  if (state_ != State::Connecting) return;
-  fail(std::make_error_code(std::errc::timed_out));
-}
-
-void Connector::succeed() {
-  if (timeoutTimer_.valid()) loop_.cancel(timeoutTimer_);
-  timeoutTimer_ = {};
-  if (watcher_) watcher_->detach();
+void Connector::succeed(Socket socket, const SocketAddress& peer) {
   state_ = State::Idle;
   backoff_ = options_.retryInitial;
-  KEEL_DEBUG("connected to {} (attempt {})", server_.toString(), attempts());
-  Socket connected = std::move(socket_);
+  KEEL_DEBUG("connected to {} at {} (attempt {})", describe(), peer.toString(), attempts());
   // Last: the callback may start or stop this connector.
-  if (connected_) connected_(std::move(connected));
+  if (connected_) connected_(std::move(socket));
 }
 
 void Connector::fail(std::error_code ec) {
-  abandonSocket();
+  abandonAttempt();
   state_ = State::Idle;
   const int n = attempts();
   const bool again = retrySeries_ && (options_.maxAttempts == 0 || n < options_.maxAttempts);
   if (again) {
     const Duration delay = nextDelay();
-    KEEL_DEBUG("connect to {} failed (attempt {}): {}; retrying in {} ms", server_.toString(), n,
-               ec.message(), std::chrono::duration_cast<std::chrono::milliseconds>(delay).count());
+    KEEL_DEBUG("connect to {} failed (attempt {}): {}; retrying in {} ms", describe(), n, ec.message(),
+               std::chrono::duration_cast<std::chrono::milliseconds>(delay).count());
     scheduleAttempt(delay);
   } else if (retrySeries_) {
-    KEEL_INFO("connect to {} failed (attempt {}): {}; giving up", server_.toString(), n, ec.message());
+    KEEL_INFO("connect to {} failed (attempt {}): {}; giving up", describe(), n, ec.message());
   } else {
-    KEEL_DEBUG("connect to {} failed: {}", server_.toString(), ec.message());
+    KEEL_DEBUG("connect to {} failed: {}", describe(), ec.message());
   }
   // Last: the callback may start or stop this connector.
   if (failed_) failed_(ec);

@@ -3,14 +3,17 @@
 // Establishes one outgoing stream connection (TCP or Unix-domain) without
 // blocking the loop, retrying failed attempts with exponential back-off.
 //
-// One attempt: socket(), non-blocking connect(); either it completes at once
-// (Unix-domain sockets usually do) or the connector watches for writability,
-// then reads SO_ERROR to learn the outcome. A per-attempt timer fails the
-// attempt with std::errc::timed_out when the handshake takes too long (a
-// SYN dropped by a firewall or a full accept queue is otherwise retried by
-// the kernel for minutes). A TCP socket that ends up connected to itself
-// (possible when the server's port is in the ephemeral range and nothing
-// listens on it) counts as refused.
+// One attempt: when the target is a host name, resolve it first (through
+// the Resolver, on the loop: so each retry sees DNS changes, and a failed
+// lookup is a failed attempt, retried like a refused connect); then race the
+// addresses in the Happy Eyeballs manner (AddressRace: families
+// interleaved, the next address after attemptDelay or at once when one
+// fails, the first to connect wins). Each address has its own connect
+// timeout (std::errc::timed_out: a SYN dropped by a firewall or a full
+// accept queue is otherwise retried by the kernel for minutes). The attempt
+// fails when every address has failed. A TCP socket that ends up connected
+// to itself (possible when the server's port is in the ephemeral range and
+// nothing listens on it) counts as refused.
 //
 // A series of attempts starts with start() (first attempt on the next turn of
 // the loop) or restart() (first attempt after one back-off delay: used after
@@ -34,26 +37,31 @@
 #include <optional>
 #include <random>
 #include <system_error>
+#include <vector>
 
 #include "keel/core/Time.h"
 #include "keel/core/TimerWheel.h"
-#include "keel/core/Watcher.h"
+#include "keel/net/Resolver.h"
 #include "keel/net/Socket.h"
 #include "keel/net/SocketAddress.h"
+#include "keel/net/internal/AddressRace.h"
 
 namespace keel {
 
 class EventLoop;
 
 struct ConnectorOptions {
-  Duration connectTimeout = std::chrono::seconds(5);       // per attempt; zero or less: no limit
+  Duration connectTimeout = std::chrono::seconds(5);       // per address; zero or less: no limit
+  Duration attemptDelay = std::chrono::milliseconds(250);  // Happy Eyeballs; clamped to 10 ms .. 2 s
   bool retry = false;                                      // start(): retry failed attempts
   Duration retryInitial = std::chrono::milliseconds(100);  // at least 1 ms
   Duration retryMax = std::chrono::seconds(30);            // the doubling stops here
   // Each delay is moved at random by up to this share of itself (clamped to
   // 0..100), so a delay taken at the cap may exceed retryMax by that much.
   int jitterPercent = 20;
-  int maxAttempts = 0;  // per series; 0 = unlimited
+  int maxAttempts = 0;           // per series; 0 = unlimited
+  ResolveOptions resolve;        // host-name targets
+  Resolver* resolver = nullptr;  // not owned; null: Resolver::defaultResolver()
 };
 
 class Connector {
@@ -64,6 +72,10 @@ class Connector {
   using Failed = std::function<void(std::error_code ec)>;
 
   Connector(EventLoop& loop, SocketAddress server, ConnectorOptions options = {});
+  // Several addresses of one server, raced in this order (families interleaved).
+  Connector(EventLoop& loop, std::vector<SocketAddress> servers, ConnectorOptions options = {});
+  // A host name (or numeric address), resolved at the start of every attempt.
+  Connector(EventLoop& loop, HostPort server, ConnectorOptions options = {});
   ~Connector();  // loop thread: abandons an attempt in flight, cancels the timers
   Connector(const Connector&) = delete;
   Connector& operator=(const Connector&) = delete;
@@ -82,14 +94,18 @@ class Connector {
   // Abandons the attempt in flight and any pending retry. Idempotent.
   void stop();
 
-  // An attempt is in flight (socket created, handshake not finished).
+  // An attempt is in flight (resolving, or sockets created and no handshake finished).
   [[nodiscard]] bool connecting() const noexcept { return state_ == State::Connecting; }
   // Waiting for a timer before the next attempt.
   [[nodiscard]] bool retryPending() const noexcept { return state_ == State::Waiting; }
   [[nodiscard]] bool idle() const noexcept { return state_ == State::Idle; }
   // Attempts made in the current series (the successful one included). Any thread.
   [[nodiscard]] int attempts() const noexcept { return attempts_.load(std::memory_order_relaxed); }
-  [[nodiscard]] const SocketAddress& server() const noexcept { return server_; }
+  // The configured addresses (empty for a host-name target).
+  [[nodiscard]] const std::vector<SocketAddress>& servers() const noexcept { return servers_; }
+  [[nodiscard]] const std::optional<HostPort>& host() const noexcept { return host_; }
+  // "host:port", or the first address: for log lines.
+  [[nodiscard]] std::string describe() const;
   [[nodiscard]] const ConnectorOptions& options() const noexcept { return options_; }
 
   // `base` moved uniformly at random within +/- percent of itself (percent
@@ -104,14 +120,14 @@ class Connector {
   // The next retry delay (jittered), doubling the back-off for the one after.
   Duration nextDelay();
   void attempt();
-  void onWritable(std::uint32_t events);
-  void onTimeout();
-  void succeed();
+  void race(std::vector<SocketAddress> addrs);
+  void succeed(Socket socket, const SocketAddress& peer);
   void fail(std::error_code ec);
-  void abandonSocket() noexcept;
+  void abandonAttempt() noexcept;
 
   EventLoop& loop_;
-  SocketAddress server_;
+  std::vector<SocketAddress> servers_;
+  std::optional<HostPort> host_;
   ConnectorOptions options_;
   Connected connected_;
   Failed failed_;
@@ -120,14 +136,9 @@ class Connector {
   std::atomic<int> attempts_{0};
   Duration backoff_;  // un-jittered delay before the next retry
   std::mt19937 rng_;
-  TimerId attemptTimer_;  // the next attempt (Waiting)
-  TimerId timeoutTimer_;  // the attempt in flight (Connecting)
-  Socket socket_;
-  // Replaced per attempt (each attempt has its own descriptor). Only detached
-  // inside its own callback, never destroyed there; destroyed when the next
-  // attempt starts or with the connector. Declared after socket_ so it is
-  // destroyed before the descriptor is closed.
-  std::optional<Watcher> watcher_;
+  TimerId attemptTimer_;   // the next attempt (Waiting)
+  ResolveRequest lookup_;  // the attempt's resolution (host-name targets)
+  AddressRace race_;
 };
 
 }  // namespace keel

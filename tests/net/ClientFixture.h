@@ -184,7 +184,7 @@ inline Client::PipelineInit recordInto(Seen& seen, const std::string& greeting =
 
 inline ClientOptions fastRetry() {
   ClientOptions o;
-  o.retry = true;
+  o.reconnect = ClientOptions::Reconnect::UntilConnected;
   o.retryInitial = 20ms;
   o.retryMax = 1s;
   return o;

@@ -55,8 +55,7 @@ TEST(Client, ReconnectsAfterTheServerClosesTheConnection) {
   server.closeFirst = 1;
   ASSERT_TRUE(server.start(SocketAddress::loopback4(0)));
   ClientOptions options = fastRetry();
-  options.retry = false;  // reconnecting does not need it
-  options.reconnect = true;
+  options.reconnect = ClientOptions::Reconnect::Always;
   Seen seen;
   Client client(loop, server.address(), options);
   // No greeting: bytes sent to a connection the server has already closed
@@ -83,8 +82,7 @@ TEST(Client, ReconnectKeepsRetryingWhileTheServerIsDown) {
   ASSERT_TRUE(server->start(SocketAddress::loopback4(0)));
   const SocketAddress address = server->address();
   ClientOptions options = fastRetry();
-  options.retry = false;
-  options.reconnect = true;
+  options.reconnect = ClientOptions::Reconnect::Always;
   options.retryInitial = 10ms;
   Seen seen;
   Client client(loop, address, options);
@@ -111,7 +109,7 @@ TEST(Client, DisconnectClosesGracefullyAndStopsReconnecting) {
   TestServer server(loop);
   ASSERT_TRUE(server.start(SocketAddress::loopback4(0)));
   ClientOptions options = fastRetry();
-  options.reconnect = true;
+  options.reconnect = ClientOptions::Reconnect::Always;
   Seen seen;
   Client client(loop, server.address(), options);
   client.setPipelineInit(recordInto(seen, "bye"));
@@ -140,7 +138,7 @@ TEST(Client, StopLeavesTheConnectionButDoesNotReconnect) {
   TestServer server(loop);
   ASSERT_TRUE(server.start(SocketAddress::loopback4(0)));
   ClientOptions options = fastRetry();
-  options.reconnect = true;
+  options.reconnect = ClientOptions::Reconnect::Always;
   Seen seen;
   Client client(loop, server.address(), options);
   client.setPipelineInit(recordInto(seen, "x"));
@@ -197,7 +195,7 @@ TEST(Client, DestructionAbortsTheConnectionAndOrphansQueuedWork) {
   TestServer server(loop);
   ASSERT_TRUE(server.start(SocketAddress::loopback4(0)));
   ClientOptions options = fastRetry();
-  options.reconnect = true;
+  options.reconnect = ClientOptions::Reconnect::Always;
   Seen seen;
   auto client = std::make_unique<Client>(loop, server.address(), options);
   client->setPipelineInit(recordInto(seen, "x"));
