@@ -2,7 +2,7 @@
 // program of docs/tutorial.md.
 //
 //   keel-presence server --port 7010 --threads 2
-//   keel-presence client --port 7010 --name alice
+//   keel-presence client --host localhost --port 7010 --name alice
 //   keel-presence client --port 7010 --name bob --interval-ms 500
 //
 // Each client JOINs under a name and sends a STATUS every --interval-ms;
@@ -62,19 +62,22 @@ int runServer(const keel::SocketAddress& addr, std::size_t threads, presence::Se
   return 0;
 }
 
-int runClient(const keel::SocketAddress& addr, presence::ClientConfig config,
+int runClient(const std::string& host, std::uint16_t port, presence::ClientConfig config,
               std::chrono::milliseconds retryMax) {
   keel::EventLoop loop;
   presence::ClientState state{std::move(config)};
   keel::ClientOptions options;
-  options.retry = options.reconnect = true;  // stay connected: retry, and reconnect when lost
+  // Stay connected: retry a refused connect, and replace a lost connection,
+  // with back-off (doubling up to retryMax, jittered).
+  options.reconnect = keel::ClientOptions::Reconnect::Always;
   options.retryMax = retryMax;
-  keel::Client client(loop, addr, options);
+  // A host name is resolved off the loop before each attempt; its IPv6 and
+  // IPv4 addresses are raced (Happy Eyeballs).
+  keel::Client client(loop, host, port, options);
   client.setPipelineInit([&](keel::Connection& c) {
-    presence::initClientPipeline(c, state, [&] {
-      client.disconnect();
-      loop.quit();
-    });
+    // --count reached: leave cleanly (the last STATUS is delivered, then a
+    // FIN), and quit once the connection has closed.
+    presence::initClientPipeline(c, state, [&] { client.disconnect([&loop] { loop.quit(); }); });
   });
   keel::SignalWatcher signals = keel::SignalWatcher::quitOnTerminate(loop);
   client.connect();
@@ -96,7 +99,7 @@ int main(int argc, char** argv) {
   CLI::App* server = app.add_subcommand("server", "keep the directory and relay statuses");
   CLI::App* client = app.add_subcommand("client", "join and send a status every interval");
   for (CLI::App* sub : {server, client}) {
-    sub->add_option("--host", host, "address (numeric)");
+    sub->add_option("--host", host, "server: numeric address to bind; client: host name or address");
     sub->add_option("--port", port, "TCP port (server: 0 picks a free one)");
     sub->add_option("--keepalive-ms", keepaliveMs, "silence before the first PING")
         ->check(CLI::PositiveNumber);
@@ -118,12 +121,12 @@ int main(int argc, char** argv) {
   hb.keepaliveTime = std::chrono::milliseconds(keepaliveMs);
   hb.probeInterval = std::chrono::milliseconds(probeMs);
   hb.probeCount = probes;
-  const auto addr = keel::SocketAddress::parse(host + ":" + std::to_string(port));
-  if (!addr) {
-    std::fprintf(stderr, "keel-presence: bad address %s\n", host.c_str());
-    return 2;
-  }
   if (server->parsed()) {
+    const auto addr = keel::SocketAddress::parse(host + ":" + std::to_string(port));
+    if (!addr) {
+      std::fprintf(stderr, "keel-presence: bad address %s (the server binds a numeric address)\n", host.c_str());
+      return 2;
+    }
     presence::ServerConfig config;
     config.heartbeat = hb;
     config.silence = std::chrono::milliseconds(silenceMs);
@@ -135,5 +138,5 @@ int main(int argc, char** argv) {
   }
   clientConfig.interval = std::chrono::milliseconds(intervalMs);
   clientConfig.heartbeat = hb;
-  return runClient(*addr, std::move(clientConfig), std::chrono::milliseconds(retryMaxMs));
+  return runClient(host, port, std::move(clientConfig), std::chrono::milliseconds(retryMaxMs));
 }
