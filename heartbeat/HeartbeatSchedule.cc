@@ -61,8 +61,10 @@ void HeartbeatSchedule::start(TimePoint now, Duration jitter) noexcept {
   if (const Duration limit = maxJitter(options_); limit > Duration::zero()) {
     // The same share of the sample interval as jitter_ is of its limit, in
     // floating point: the product of two nanosecond counts could overflow.
-    const long double share = static_cast<long double>(jitter_.count()) / static_cast<long double>(limit.count());
-    const long double samplePart = static_cast<long double>(sampleEvery.count()) * options_.jitterPercent / 100;
+    const long double share =
+        static_cast<long double>(jitter_.count()) / static_cast<long double>(limit.count());
+    const long double samplePart =
+        static_cast<long double>(sampleEvery.count()) * options_.jitterPercent / 100;
     sampleJitter = Duration(static_cast<Duration::rep>(samplePart * share));
   }
   nextSample_ = now + sampleEvery - sampleJitter;

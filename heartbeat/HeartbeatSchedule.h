@@ -78,7 +78,9 @@ class HeartbeatSchedule {
   [[nodiscard]] Duration silence(TimePoint now) const noexcept { return now - since_; }
   [[nodiscard]] int probesOut() const noexcept { return probes_; }  // PINGs sent in this silent spell
   [[nodiscard]] std::uint64_t samplesSent() const noexcept { return samples_; }
-  [[nodiscard]] std::uint64_t samplesSkipped() const noexcept { return skipped_; }  // slots with a PING unanswered
+  [[nodiscard]] std::uint64_t samplesSkipped() const noexcept {
+    return skipped_;
+  }  // slots with a PING unanswered
   [[nodiscard]] Duration jitter() const noexcept { return jitter_; }
   [[nodiscard]] const HeartbeatOptions& options() const noexcept { return options_; }
   [[nodiscard]] Duration drawJitter() const;

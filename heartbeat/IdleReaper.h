@@ -155,8 +155,8 @@ class IdleReaper final : public Handler {
   IdleLimits limits_;
   IdleAction action_;
   IdleActivity activity_;
-  TimePoint frameIn_{};   // Frames: loop time of the last application frame received
-  TimePoint frameOut_{};  // Frames: loop time of the last accepted writeFrame
+  TimePoint frameIn_{};            // Frames: loop time of the last application frame received
+  TimePoint frameOut_{};           // Frames: loop time of the last accepted writeFrame
   HandlerContext* ctx_ = nullptr;  // valid between handlerAdded and handlerRemoved
   HandlerTimer timer_{[this] { onTimer(); }};
   TimePoint since_{};            // start of the current watch (added / setLimits)

@@ -55,8 +55,8 @@ void toggle(const keel::Connection::Ptr& conn, const keel::HeartbeatOptions& opt
 // "Kernel keepalive and TCP_USER_TIMEOUT"
 [[maybe_unused]] void keepAlive(keel::Server& server) {
   server.setPipelineInit([](keel::Connection& c) {
-    if (auto ec = keel::enableKernelKeepAlive(c.socket(),
-                                              {.idle = 10s, .interval = 2s, .count = 3, .userTimeout = 16'000ms})) {
+    if (auto ec = keel::enableKernelKeepAlive(
+            c.socket(), {.idle = 10s, .interval = 2s, .count = 3, .userTimeout = 16'000ms})) {
       KEEL_WARN("{}", ec.message());
     }
   });
@@ -65,7 +65,8 @@ void toggle(const keel::Connection::Ptr& conn, const keel::HeartbeatOptions& opt
 }
 
 // "UDP"
-[[maybe_unused]] void udp(keel::EventLoop& loop, keel::SocketAddress peerAddr, keel::UdpEndpoint::MessageCallback appCallback) {
+[[maybe_unused]] void udp(keel::EventLoop& loop, keel::SocketAddress peerAddr,
+                          keel::UdpEndpoint::MessageCallback appCallback) {
   keel::UdpHeartbeat hb(loop, peerAddr, {.keepaliveTime = 1s, .probeInterval = 1s, .probeCount = 3});
   keel::UdpEndpoint ep(loop, hb.wrap(appCallback));  // PONGs consumed; everything else reaches the app
   if (auto ec = ep.bind(keel::SocketAddress::any4(0))) {

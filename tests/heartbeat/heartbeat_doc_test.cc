@@ -46,8 +46,8 @@ struct MyApp final : keel::Handler {
 void install(keel::Client& client, keel::Server& server) {
   client.setPipelineInit([](keel::Connection& c) {
     c.pipeline().emplaceLast<keel::FrameCodec>();
-    c.pipeline().emplaceLast<keel::Heartbeat>(
-        keel::HeartbeatOptions{.keepaliveTime = 10s, .probeInterval = 2s, .probeCount = 3});  // dead after 16 s
+    c.pipeline().emplaceLast<keel::Heartbeat>(keel::HeartbeatOptions{
+        .keepaliveTime = 10s, .probeInterval = 2s, .probeCount = 3});  // dead after 16 s
     c.pipeline().emplaceLast<MyApp>();
   });
   server.setPipelineInit([](keel::Connection& c) {

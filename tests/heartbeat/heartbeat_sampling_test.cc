@@ -67,8 +67,11 @@ Driven drive(HeartbeatOptions o, Duration total, Heard heard, bool answer) {
 }
 
 TEST(HeartbeatSampling, ScheduleSamplesAtTheRateUnderTraffic) {
-  const HeartbeatOptions o{
-      .keepaliveTime = 1s, .probeInterval = 500ms, .probeCount = 3, .jitterPercent = 0, .rttSampleInterval = 250ms};
+  const HeartbeatOptions o{.keepaliveTime = 1s,
+                           .probeInterval = 500ms,
+                           .probeCount = 3,
+                           .jitterPercent = 0,
+                           .rttSampleInterval = 250ms};
   // Traffic every 100 ms: the liveness schedule never pings.
   auto busy = [](TimePoint t) { return TimePoint{} + (t - TimePoint{}) / 100ms * 100ms; };
   const Driven on = drive(o, 2s, busy, true);
@@ -81,8 +84,11 @@ TEST(HeartbeatSampling, ScheduleSamplesAtTheRateUnderTraffic) {
 }
 
 TEST(HeartbeatSampling, AnUnansweredPingIsNotDoubled) {
-  const HeartbeatOptions o{
-      .keepaliveTime = 1s, .probeInterval = 300ms, .probeCount = 3, .jitterPercent = 0, .rttSampleInterval = 100ms};
+  const HeartbeatOptions o{.keepaliveTime = 1s,
+                           .probeInterval = 300ms,
+                           .probeCount = 3,
+                           .jitterPercent = 0,
+                           .rttSampleInterval = 100ms};
   auto busy = [](TimePoint t) { return t; };
   // Never answered: a PING is outstanding until it is probeInterval old, so
   // only every third 100 ms slot sends.
@@ -94,11 +100,13 @@ TEST(HeartbeatSampling, AnUnansweredPingIsNotDoubled) {
   EXPECT_EQ(s.onTimer(TimePoint{} + 200ms, TimePoint{} + 200ms).action, Action::Wait);
   EXPECT_EQ(s.samplesSkipped(), 1u);
   s.pongReceived();
-  EXPECT_EQ(s.onTimer(TimePoint{} + 300ms, TimePoint{} + 300ms).action, Action::Ping) << "answered: the next slot sends";
+  EXPECT_EQ(s.onTimer(TimePoint{} + 300ms, TimePoint{} + 300ms).action, Action::Ping)
+      << "answered: the next slot sends";
 }
 
 TEST(HeartbeatSampling, LivenessVerdictIsTheSameWithSampling) {
-  const HeartbeatOptions lazy{.keepaliveTime = 1s, .probeInterval = 200ms, .probeCount = 3, .jitterPercent = 0};
+  const HeartbeatOptions lazy{
+      .keepaliveTime = 1s, .probeInterval = 200ms, .probeCount = 3, .jitterPercent = 0};
   HeartbeatOptions sampled = lazy;
   sampled.rttSampleInterval = 150ms;
   // Heard until 700 ms, then silent: a sample's PONG is no proof of life
@@ -110,7 +118,8 @@ TEST(HeartbeatSampling, LivenessVerdictIsTheSameWithSampling) {
   EXPECT_EQ(b.deadAt, a.deadAt);
   EXPECT_FALSE(b.samples.empty());
   // Every liveness PING of the lazy run also goes out in the sampled one.
-  for (Duration p : a.pings) EXPECT_NE(std::find(b.pings.begin(), b.pings.end(), p), b.pings.end()) << p.count();
+  for (Duration p : a.pings)
+    EXPECT_NE(std::find(b.pings.begin(), b.pings.end(), p), b.pings.end()) << p.count();
 }
 
 TEST(HeartbeatSampling, FirstSampleIsJitteredLikeTheFirstPing) {
@@ -203,7 +212,8 @@ TEST(HeartbeatSampling, BusyConnectionWithoutSamplingSendsNoPing) {
 
 TEST(HeartbeatSampling, APeerThatNeverAnswersIsSampledAtMostOncePerProbeInterval) {
   // It talks (so it is alive), but runs no PongResponder.
-  Busy b({.keepaliveTime = 10s, .probeInterval = 300ms, .jitterPercent = 0, .rttSampleInterval = 100ms}, false);
+  Busy b({.keepaliveTime = 10s, .probeInterval = 300ms, .jitterPercent = 0, .rttSampleInterval = 100ms},
+         false);
   b.run(1s);
   EXPECT_EQ(b.heartbeat->pingsSent(), 4u) << "at 100, 400, 700 and 1000 ms";
   EXPECT_EQ(b.heartbeat->schedule().samplesSkipped(), 6u);

@@ -53,8 +53,8 @@ struct Member {
       : server(m.loop, {}, 1), member(m.loop, {}, 2) {
     out.clock = [this] { return m.now().time_since_epoch().count(); };
     server.pipeline().emplaceLast<FrameCodec>();
-    heartbeat = &server.pipeline().emplaceLast<Heartbeat>(
-        HeartbeatOptions{.keepaliveTime = 300ms, .probeInterval = 100ms, .probeCount = 3, .jitterPercent = 0});
+    heartbeat = &server.pipeline().emplaceLast<Heartbeat>(HeartbeatOptions{
+        .keepaliveTime = 300ms, .probeInterval = 100ms, .probeCount = 3, .jitterPercent = 0});
     reaper = &server.pipeline().emplaceLast<IdleReaper>(limits, IdleAction::Close, activity);
     server.pipeline().emplaceLast<Watch>(&out);
     member.pipeline().emplaceLast<FrameCodec>();
