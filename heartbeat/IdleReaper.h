@@ -2,7 +2,8 @@
 // IdleStateHandler: a reader limit (nothing received), a writer limit
 // (nothing sent) and an "all" limit (neither), each zero when off.
 //
-// Cost per message: nothing. The connection already stores the loop time of
+// Cost per message: nothing (in the default IdleActivity::Bytes mode; see
+// below for Frames). The connection already stores the loop time of
 // its last read and last write (ConnectionStats::lastRead / lastWrite). The
 // reaper owns one timer on the loop's wheel. When that timer fires it reads
 // those two timestamps, and it either acts or re-arms for the remainder.
