@@ -26,12 +26,16 @@
 // probeInterval to be answered, so a loop that stalled (ours) and fired the
 // timer late cannot kill a peer that never had the chance to answer.
 //
-// Death: a HeartbeatEvent (Kind::PeerDead) goes to the handlers after this
+// Death: a HeartbeatEvent (HeartbeatEvent.h, included here; Kind::PeerDead) goes to the handlers after this
 // one, then ctx.close(CloseReason::HeartbeatTimeout). ConnectionOptions::
 // resetOnReasons makes that a reset by default (no TIME_WAIT for a dead peer).
 //
 // Each PONG yields an RTT sample measured on this side's steady clock
-// (lastRtt, smoothedRtt, rttVariance: RFC 6298 smoothing). GOAWAY is raised
+// (lastRtt, smoothedRtt, rttVariance: RFC 6298 smoothing). On a busy
+// connection the lazy schedule above never sends a PING, so there is no RTT;
+// HeartbeatOptions::rttSampleInterval adds one PING per interval whatever the
+// traffic (see HeartbeatSchedule.h). Liveness is decided exactly as without
+// it, and it is the same one timer: the timer fires at whichever is due first. GOAWAY is raised
 // as HeartbeatEvent (Kind::GoAway). PINGs and other control frames are
 // passed on (a PongResponder after this handler answers PINGs when both
 // sides probe).
@@ -49,84 +53,14 @@
 
 #include "keel/core/EventLoop.h"
 #include "keel/core/Time.h"
+#include "keel/heartbeat/HeartbeatEvent.h"
+#include "keel/heartbeat/HeartbeatSchedule.h"
 #include "keel/net/Handler.h"
 #include "keel/net/HandlerTimer.h"
 
 namespace keel {
 
 struct HeartbeatMessage;
-
-struct HeartbeatOptions {
-  milliseconds keepaliveTime{30'000};  // silence before the first PING
-  milliseconds probeInterval{5'000};   // between PINGs while the peer stays silent
-  int probeCount = 3;                  // PINGs (intervals) without any sign of life before the peer is dead
-  int jitterPercent = 10;              // the first PING comes up to this share of keepaliveTime early
-
-  // Silence after which the peer is declared dead.
-  [[nodiscard]] Duration deadAfter() const noexcept { return keepaliveTime + probeInterval * probeCount; }
-};
-
-// The probing schedule as pure arithmetic on times, shared by Heartbeat and
-// UdpHeartbeat (and testable without sockets). The owner calls onTimer()
-// whenever its single timer fires and re-arms the timer for Step::next.
-//
-// Thread-safety: none (owned by one loop's object).
-class HeartbeatSchedule {
- public:
-  enum class Action : std::uint8_t {
-    Wait,  // not due: re-arm for `next`
-    Ping,  // send a PING now, then re-arm for `next`
-    Dead,  // the peer is dead: do not re-arm
-  };
-  struct Step {
-    Action action;
-    Duration next;  // > 0 for Wait and Ping
-  };
-
-  // Options are normalised: negative durations become zero, counts are
-  // clamped (probeCount >= 0, jitterPercent 0..100).
-  explicit HeartbeatSchedule(HeartbeatOptions options = {}) noexcept;
-
-  // A silent spell starts at `now` (probing begins), with a given jitter (at
-  // most keepaliveTime * jitterPercent / 100; larger values are clamped).
-  void start(TimePoint now, Duration jitter) noexcept;
-  // The same, drawing the jitter from a per-thread generator.
-  void start(TimePoint now) noexcept { start(now, drawJitter()); }
-  // Delay from start() to the first timer expiry.
-  [[nodiscard]] Duration firstDelay() const noexcept { return pingDue(0); }
-
-  // The timer fired at `now`; `lastHeard` is the latest proof of life.
-  [[nodiscard]] Step onTimer(TimePoint now, TimePoint lastHeard) noexcept;
-
-  [[nodiscard]] Duration silence(TimePoint now) const noexcept { return now - since_; }
-  [[nodiscard]] int probesOut() const noexcept { return probes_; }  // PINGs sent in this silent spell
-  [[nodiscard]] Duration jitter() const noexcept { return jitter_; }
-  [[nodiscard]] const HeartbeatOptions& options() const noexcept { return options_; }
-  [[nodiscard]] Duration drawJitter() const;
-
- private:
-  [[nodiscard]] Duration pingDue(int k) const noexcept {
-    return Duration(options_.keepaliveTime) - jitter_ + Duration(options_.probeInterval) * k;
-  }
-
-  HeartbeatOptions options_;
-  Duration jitter_{};
-  TimePoint since_{};     // start of the current silent spell (the last proof of life)
-  TimePoint lastPing_{};  // when the last PING of this spell went out
-  int probes_ = 0;
-};
-
-// Round-trip time smoothing as TCP does it (RFC 6298): the first sample sets
-// srtt = R and rttvar = R/2; later ones rttvar = 3/4 rttvar + 1/4 |srtt - R|,
-// srtt = 7/8 srtt + 1/8 R.
-struct RttEstimate {
-  Duration last{};
-  Duration smoothed{};
-  Duration variance{};
-  std::uint64_t samples = 0;
-
-  void add(Duration sample) noexcept;
-};
 
 class Heartbeat final : public Handler {
  public:
@@ -145,7 +79,9 @@ class Heartbeat final : public Handler {
 
   // ---- loop thread ---------------------------------------------------------
   [[nodiscard]] bool probing() const noexcept { return probing_; }
+  // Every PING sent; samplePingsSent() of them were RTT samples.
   [[nodiscard]] std::uint64_t pingsSent() const noexcept { return pingsSent_; }
+  [[nodiscard]] std::uint64_t samplePingsSent() const noexcept { return schedule_.samplesSent(); }
   [[nodiscard]] std::uint64_t pongsReceived() const noexcept { return pongsReceived_; }
   // PONGs that matched no PING of this handler (wrong sequence or timestamp).
   [[nodiscard]] std::uint64_t pongsIgnored() const noexcept { return pongsIgnored_; }

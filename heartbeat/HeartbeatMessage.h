@@ -19,9 +19,8 @@
 // decode() is strict: a wrong size, magic, version or type is refused, so a
 // stray datagram or a future version never passes for a heartbeat.
 //
-// Also here: HeartbeatEvent, the user event both Heartbeat and PongResponder
-// raise for the handlers after them (it belongs to the wire protocol, not to
-// either handler).
+// HeartbeatEvent (HeartbeatEvent.h, included here and by Heartbeat.h) is the
+// user event both Heartbeat and PongResponder raise.
 //
 // Thread-safety: value types and pure functions; no shared state.
 #pragma once
@@ -33,8 +32,8 @@
 #include <string_view>
 
 #include "keel/core/Time.h"
+#include "keel/heartbeat/HeartbeatEvent.h"
 #include "keel/net/FrameCodec.h"
-#include "keel/net/Handler.h"
 
 namespace keel {
 
@@ -80,21 +79,6 @@ struct HeartbeatMessage {
   }
 
   friend bool operator==(const HeartbeatMessage&, const HeartbeatMessage&) = default;
-};
-
-// Raised (on the stack) for the handlers after a Heartbeat or PongResponder.
-struct HeartbeatEvent final : UserEvent {
-  enum class Kind : std::uint8_t {
-    PeerDead,  // Heartbeat: nothing heard for the whole dead time; the connection closes next
-    GoAway,    // the peer sent GOAWAY: it is about to leave (drain, reconnect elsewhere)
-  };
-  HeartbeatEvent(Kind k, Duration s, std::uint16_t c, std::uint64_t unanswered) noexcept
-      : kind(k), silence(s), code(c), pingsUnanswered(unanswered) {}
-
-  Kind kind;
-  Duration silence;               // PeerDead: how long the peer had been silent
-  std::uint16_t code;             // GoAway: the flags field of the GOAWAY
-  std::uint64_t pingsUnanswered;  // PeerDead: PINGs sent in the silent spell
 };
 
 }  // namespace keel

@@ -21,7 +21,24 @@ std::string_view toString(IdleKind kind) noexcept {
   return "unknown";
 }
 
-IdleReaper::IdleReaper(IdleLimits limits, IdleAction action) noexcept : limits_(limits), action_(action) {}
+std::string_view toString(IdleActivity activity) noexcept {
+  return activity == IdleActivity::Frames ? "frames" : "bytes";
+}
+
+IdleReaper::IdleReaper(IdleLimits limits, IdleAction action, IdleActivity activity) noexcept
+    : limits_(limits), action_(action), activity_(activity) {}
+
+void IdleReaper::onFrame(HandlerContext& ctx, std::span<const char> frame) {
+  if (activity_ == IdleActivity::Frames) frameIn_ = ctx.loop().now();
+  ctx.fireFrame(frame);
+}
+
+std::error_code IdleReaper::writeFrame(HandlerContext& ctx, const Slices& payload) {
+  const std::error_code ec = ctx.writeFrame(payload);
+  // A refused frame is not activity: nothing will reach the peer.
+  if (activity_ == IdleActivity::Frames && !ec) frameOut_ = ctx.loop().now();
+  return ec;
+}
 
 void IdleReaper::handlerAdded(HandlerContext& ctx) {
   ctx_ = &ctx;
@@ -96,8 +113,9 @@ std::chrono::milliseconds IdleReaper::limitOf(IdleKind kind) const noexcept {
 
 TimePoint IdleReaper::activity(IdleKind kind) const noexcept {
   const ConnectionStats& st = ctx_->connection().stats();
-  const TimePoint read = std::max(st.lastRead, since_);
-  const TimePoint write = std::max({st.lastWrite, since_, progress_});
+  const bool frames = activity_ == IdleActivity::Frames;
+  const TimePoint read = std::max(frames ? frameIn_ : st.lastRead, since_);
+  const TimePoint write = frames ? std::max(frameOut_, since_) : std::max({st.lastWrite, since_, progress_});
   switch (kind) {
     case IdleKind::Reader:
       return read;
@@ -146,7 +164,8 @@ void IdleReaper::onTimer() {
     const Duration limit = limitOf(kind);
     if (limit <= Duration::zero()) continue;
     TimePoint last = activity(kind);
-    if (kind != IdleKind::Reader && now - last >= limit && !askedKernel) {
+    // Frames mode watches the application, not delivery: no kernel check.
+    if (kind != IdleKind::Reader && activity_ == IdleActivity::Bytes && now - last >= limit && !askedKernel) {
       askedKernel = true;
       if (peerIsDraining(now, limit)) progress_ = now;
       last = activity(kind);

@@ -2,7 +2,8 @@
 // IdleStateHandler: a reader limit (nothing received), a writer limit
 // (nothing sent) and an "all" limit (neither), each zero when off.
 //
-// Cost per message: nothing. The connection already stores the loop time of
+// Cost per message: nothing (in the default IdleActivity::Bytes mode; see
+// below for Frames). The connection already stores the loop time of
 // its last read and last write (ConnectionStats::lastRead / lastWrite). The
 // reaper owns one timer on the loop's wheel. When that timer fires it reads
 // those two timestamps, and it either acts or re-arms for the remainder.
@@ -25,6 +26,20 @@
 //     idle, even if the peer application has not yet read it all from its
 //     receive buffer.
 // Unix-domain sockets have no TCP_INFO, so they fall back to lastWrite alone.
+//
+// What counts as activity, chosen with IdleActivity:
+//   Bytes    (default) any byte, as above. Nothing per message. Next to a
+//            Heartbeat, PINGs and PONGs count, so an application that fell
+//            silent is never idle while the heartbeat runs.
+//   Frames   application frames only: the reader side counts onFrame events
+//            (from a FrameCodec before the reaper), the writer side accepted
+//            writeFrame calls from the handlers after it. Control frames
+//            (PING/PONG, raised by FrameCodec as ControlFrame user events)
+//            and raw write()s do not count, so [FrameCodec][Heartbeat]
+//            [IdleReaper(Frames)][App] reaps a member that only answers
+//            PINGs. Cost: one loop-time store per frame (loop.now() reads
+//            the iteration's cached time: no syscall). Writer idleness is
+//            then the application not writing; the kernel is not asked.
 //
 // Actions, chosen with IdleAction:
 //   Notify   (default) raises IdleEvent{kind} for the handlers after this
@@ -49,11 +64,13 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <span>
 #include <string_view>
 
 #include "keel/core/Time.h"
 #include "keel/net/Handler.h"
 #include "keel/net/HandlerTimer.h"
+#include "keel/net/Slices.h"
 
 namespace keel {
 
@@ -73,6 +90,9 @@ struct IdleEvent final : UserEvent {
 
 enum class IdleAction : std::uint8_t { Notify, Shutdown, Close };
 
+enum class IdleActivity : std::uint8_t { Bytes, Frames };
+[[nodiscard]] std::string_view toString(IdleActivity activity) noexcept;
+
 struct IdleLimits {
   std::chrono::milliseconds reader{0};  // nothing received for this long
   std::chrono::milliseconds writer{0};  // nothing sent (or delivered) for this long
@@ -84,7 +104,8 @@ struct IdleLimits {
 
 class IdleReaper final : public Handler {
  public:
-  explicit IdleReaper(IdleLimits limits, IdleAction action = IdleAction::Notify) noexcept;
+  explicit IdleReaper(IdleLimits limits, IdleAction action = IdleAction::Notify,
+                      IdleActivity activity = IdleActivity::Bytes) noexcept;
   IdleReaper(const IdleReaper&) = delete;
   IdleReaper& operator=(const IdleReaper&) = delete;
 
@@ -96,6 +117,7 @@ class IdleReaper final : public Handler {
   void setAction(IdleAction action) noexcept { action_ = action; }
   [[nodiscard]] const IdleLimits& limits() const noexcept { return limits_; }
   [[nodiscard]] IdleAction action() const noexcept { return action_; }
+  [[nodiscard]] IdleActivity activity() const noexcept { return activity_; }
   // How many idle periods of each kind were detected (events raised, or
   // actions taken).
   [[nodiscard]] std::uint64_t detected(IdleKind kind) const noexcept {
@@ -110,6 +132,9 @@ class IdleReaper final : public Handler {
   void handlerRemoved(HandlerContext& ctx) override;
   void onConnected(HandlerContext& ctx) override;
   void onClosed(HandlerContext& ctx, CloseReason reason) override;
+  // Frames mode stamps the time; Bytes mode only forwards.
+  void onFrame(HandlerContext& ctx, std::span<const char> frame) override;
+  std::error_code writeFrame(HandlerContext& ctx, const Slices& payload) override;
 
  private:
   static constexpr std::size_t kKinds = 3;
@@ -130,6 +155,9 @@ class IdleReaper final : public Handler {
 
   IdleLimits limits_;
   IdleAction action_;
+  IdleActivity activity_;
+  TimePoint frameIn_{};            // Frames: loop time of the last application frame received
+  TimePoint frameOut_{};           // Frames: loop time of the last accepted writeFrame
   HandlerContext* ctx_ = nullptr;  // valid between handlerAdded and handlerRemoved
   HandlerTimer timer_{[this] { onTimer(); }};
   TimePoint since_{};            // start of the current watch (added / setLimits)

@@ -39,6 +39,7 @@ bool UdpHeartbeat::onDatagram(std::span<const char> data, const SocketAddress& f
       if (msg->sequence != 0 && msg->sequence < nextSequence_ && firstStamp_ != 0 &&
           msg->timestamp >= firstStamp_ && msg->timestamp <= now) {
         ++pongsReceived_;
+        schedule_.pongReceived();
         rtt_.add(nanoseconds(static_cast<nanoseconds::rep>(now - msg->timestamp)));
         if (onRtt_) onRtt_(rtt_.last);
       }

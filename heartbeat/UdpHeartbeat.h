@@ -7,7 +7,9 @@
 // each PONG gives an RTT sample, and after keepaliveTime + probeInterval *
 // probeCount of silence the dead callback runs once and probing stops
 // (start() again to resume). UDP has no connection to close: what "dead"
-// means is the application's to decide.
+// means is the application's to decide. rttSampleInterval adds RTT-sample
+// PINGs under traffic exactly as for TCP; a lost sample PONG holds the next
+// sample back for at most probeInterval.
 //
 //   UdpHeartbeat hb(loop, peer, {.keepaliveTime = 1s, .probeInterval = 1s, .probeCount = 3});
 //   UdpEndpoint ep(loop, hb.wrap(appCallback));   // PONGs consumed, the rest reaches the app

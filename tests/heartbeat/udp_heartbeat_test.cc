@@ -1,6 +1,6 @@
 // UdpHeartbeat: PING-PONG between two UDP endpoints over loopback (RTT
 // samples, other datagrams still delivered) and a peer declared dead once
-// its endpoint closes.
+// its endpoint closes; RTT samples with a keepaliveTime no test outlasts.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -28,6 +28,7 @@ using test::runOn;
 // A responder endpoint and a probing endpoint on one loop thread.
 struct UdpPair {
   static constexpr HeartbeatOptions kOpts{.keepaliveTime = 30ms, .probeInterval = 30ms, .probeCount = 3};
+  HeartbeatOptions opts = kOpts;
 
   LoopThread thread{"udp"};
   EventLoop* loop = nullptr;
@@ -50,7 +51,7 @@ struct UdpPair {
             responderApp.emplace_back(d.data(), d.size());
           }));
       if ((ec = responder->bind(SocketAddress::loopback4(0)))) return;
-      prober = std::make_unique<UdpHeartbeat>(*loop, responder->localAddress(), kOpts);
+      prober = std::make_unique<UdpHeartbeat>(*loop, responder->localAddress(), opts);
       prober->setRttCallback([this](Duration rtt) {
         lastRttNs = rtt.count();
         ++rttSamples;
@@ -123,6 +124,22 @@ TEST(UdpHeartbeat, PeerIsDeadOnceItsEndpointCloses) {
   bool probing = true;
   runOn(*u.loop, [&] { probing = u.prober->probing(); });
   EXPECT_FALSE(probing) << "probing stops once the peer is dead";
+}
+
+TEST(UdpHeartbeat, RttSamplesComeWithoutAnySilence) {
+  UdpPair u;
+  // No liveness PING is due within the test: every PING is a sample.
+  u.opts = {.keepaliveTime = 60s, .rttSampleInterval = 20ms};
+  ASSERT_FALSE(u.start());
+  ASSERT_TRUE(test::eventually([&] { return u.rttSamples.load() >= 3; }));
+  std::uint64_t pings = 0, samples = 0;
+  runOn(*u.loop, [&] {
+    pings = u.prober->pingsSent();
+    samples = u.prober->schedule().samplesSent();
+  });
+  EXPECT_EQ(pings, samples);
+  EXPECT_GT(nanoseconds(u.lastRttNs.load()), 0ns);
+  EXPECT_FALSE(u.dead.load());
 }
 
 }  // namespace
