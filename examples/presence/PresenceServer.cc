@@ -3,7 +3,6 @@
 #include <cstdio>
 #include <string_view>
 
-#include <keel/heartbeat/HeartbeatMessage.h>  // TEMP until HeartbeatEvent moves
 #include <keel/heartbeat/IdleReaper.h>
 #include <keel/heartbeat/PongResponder.h>
 #include <keel/net/FrameCodec.h>
@@ -131,7 +130,8 @@ void initPipeline(keel::Connection& conn, Room& room) {
   p.emplaceLast<keel::PongResponder>();
   keel::IdleLimits limits;
   limits.reader = room.config.silence;
-  p.emplaceLast<keel::IdleReaper>(limits, keel::IdleAction::Close);
+  // Frames: PINGs and PONGs do not count as activity, STATUS frames do.
+  p.emplaceLast<keel::IdleReaper>(limits, keel::IdleAction::Close, keel::IdleActivity::Frames);
   p.emplaceLast<Session>(room);
   (void)room.group.join(conn);
 }

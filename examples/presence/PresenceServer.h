@@ -31,7 +31,7 @@
 namespace presence {
 
 struct ServerConfig {
-  keel::HeartbeatOptions heartbeat;
+  keel::HeartbeatOptions heartbeat;           // with rttSampleInterval set: RTT although traffic never stops
   std::chrono::milliseconds silence{10'000};  // no STATUS for this long: the member is closed
   bool verbose = true;                        // one stdout line per join and leave
 };

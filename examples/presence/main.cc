@@ -93,7 +93,8 @@ int main(int argc, char** argv) {
   std::string host = "127.0.0.1";
   std::uint16_t port = 7010;
   std::size_t threads = 2;
-  std::int64_t keepaliveMs = 1000, probeMs = 500, silenceMs = 10'000, intervalMs = 200, retryMaxMs = 1000;
+  std::int64_t keepaliveMs = 1000, probeMs = 500, silenceMs = 10'000, intervalMs = 200, retryMaxMs = 1000,
+               rttSampleMs = 1000;
   int probes = 3;
   presence::ClientConfig clientConfig;
   CLI::App* server = app.add_subcommand("server", "keep the directory and relay statuses");
@@ -108,6 +109,10 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 100));
   }
   server->add_option("--threads", threads, "I/O loops")->check(CLI::Range(0, 64));
+  server
+      ->add_option("--rtt-sample-ms", rttSampleMs,
+                   "measure RTT with a PING this often, whatever the traffic; 0: off")
+      ->check(CLI::NonNegativeNumber);
   server->add_option("--silence-ms", silenceMs, "close a member that sent no STATUS for this long")
       ->check(CLI::PositiveNumber);
   client->add_option("--name", clientConfig.name, "who you are (1-32 of A-Za-z0-9_-)")->required();
@@ -124,11 +129,13 @@ int main(int argc, char** argv) {
   if (server->parsed()) {
     const auto addr = keel::SocketAddress::parse(host + ":" + std::to_string(port));
     if (!addr) {
-      std::fprintf(stderr, "keel-presence: bad address %s (the server binds a numeric address)\n", host.c_str());
+      std::fprintf(stderr, "keel-presence: bad address %s (the server binds a numeric address)\n",
+                   host.c_str());
       return 2;
     }
     presence::ServerConfig config;
     config.heartbeat = hb;
+    config.heartbeat.rttSampleInterval = std::chrono::milliseconds(rttSampleMs);
     config.silence = std::chrono::milliseconds(silenceMs);
     return runServer(*addr, threads, config);
   }

@@ -4,6 +4,7 @@
 // reaper, and clients reconnect after a server restart.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <functional>
@@ -63,8 +64,13 @@ class PresenceExample : public ::testing::Test {
     ASSERT_NE(port_, 0) << server_->stderrText();
   }
   std::unique_ptr<Child> client(const std::string& name, std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv{bin(), "client",        "--port", std::to_string(port_), "--name",
-                                  name,  "--interval-ms", "100",    "--retry-max-ms",      "200"};
+    // By host name: the client resolves it before each attempt.
+    std::vector<std::string> argv{
+        bin(),    "client", "--host",         "localhost", "--port", std::to_string(port_),
+        "--name", name,     "--retry-max-ms", "200"};
+    if (std::find(extra.begin(), extra.end(), "--interval-ms") == extra.end()) {
+      argv.insert(argv.end(), {"--interval-ms", "100"});
+    }
     for (auto& a : heartbeatArgs()) argv.push_back(a);
     argv.insert(argv.end(), extra.begin(), extra.end());
     auto c = std::make_unique<Child>(argv);
@@ -128,12 +134,20 @@ TEST_F(PresenceExample, AStoppedClientIsDroppedAtItsHeartbeatDeadline) {
 }
 
 TEST_F(PresenceExample, ClientsReconnectAfterAServerRestart) {
-  ASSERT_NO_FATAL_FAILURE(startServer());
+  // RTT sampled every 100 ms although STATUS traffic never lets the line go silent.
+  ASSERT_NO_FATAL_FAILURE(startServer(0, {"--rtt-sample-ms", "100"}));
   const std::uint16_t port = port_;
   auto alice = client("alice");
   auto bob = client("bob");
   ASSERT_TRUE(readUntil(*alice, prefix("< STATUS bob ")));
+  // Long enough for samples: a few of alice's statuses after bob's first.
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(readUntil(*alice, prefix("< STATUS bob ")));
   ASSERT_EQ(server_->terminate(), 0) << server_->stderrText();  // graceful stop
+  const auto leave = readUntil(*server_, prefix("leave alice "));
+  ASSERT_TRUE(leave) << "the stopped server reported alice's session";
+  const auto samples = numberAfter(*leave, "(");
+  ASSERT_TRUE(samples) << *leave;
+  EXPECT_GT(std::stoi(*samples), 0) << "no RTT measured on a busy connection: " << *leave;
   ASSERT_TRUE(readUntil(*alice, prefix("disconnected ")));
   ASSERT_TRUE(readUntil(*bob, prefix("disconnected ")));
   ASSERT_NO_FATAL_FAILURE(startServer(port));  // the same port: the clients retry it
@@ -143,6 +157,20 @@ TEST_F(PresenceExample, ClientsReconnectAfterAServerRestart) {
   EXPECT_TRUE(readUntil(*bob, prefix("< STATUS alice ")));
   EXPECT_EQ(alice->terminate(), 0);
   EXPECT_EQ(bob->terminate(), 0);
+}
+
+TEST_F(PresenceExample, AMemberThatOnlyAnswersPingsIsClosedForSilence) {
+  // 600 ms without a STATUS frame; the heartbeat (PINGs both ways every
+  // 300 ms of byte silence) keeps the line busy but does not count.
+  ASSERT_NO_FATAL_FAILURE(startServer(0, {"--silence-ms", "600"}));
+  auto alice = client("alice", {"--interval-ms", "100"});
+  auto quiet = client("quiet", {"--interval-ms", "600000"});  // JOINs, then never a STATUS
+  const auto leave = readUntil(*server_, prefix("leave quiet "));
+  ASSERT_TRUE(leave) << server_->stderrText();
+  EXPECT_TRUE(startsWith(*leave, "leave quiet idle-timeout ")) << *leave;
+  EXPECT_TRUE(readUntil(*alice, [](const std::string& l) { return l == "< LEFT quiet idle-timeout"; }));
+  EXPECT_EQ(alice->terminate(), 0);
+  EXPECT_EQ(quiet->terminate(), 0);
 }
 
 TEST_F(PresenceExample, AClientWithACountLeavesAndTheOthersAreTold) {
