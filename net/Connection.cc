@@ -87,6 +87,15 @@ bool Connection::send(std::string_view message) {
   return true;
 }
 
+bool Connection::sendBytes(std::string_view bytes) {
+  if (!canWrite()) return false;
+  if (loop_.isInLoopThread()) return !pipeline_.write(Slices(bytes));
+  loop_.queueInLoop([weak = weak_from_this(), copy = std::string(bytes)] {
+    if (auto self = weak.lock()) (void)self->pipeline_.write(Slices(copy));
+  });
+  return true;
+}
+
 void Connection::shutdown(CloseReason reason) {
   runInLoopWeak([reason](Connection& c) { c.pipeline_.shutdown(reason); });
 }

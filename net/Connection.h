@@ -122,6 +122,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool send(std::span<const char> message) { return send(std::string_view(message.data(), message.size())); }
   bool send(const std::string& message) { return send(std::string_view(message)); }
   bool send(const char* message) { return send(std::string_view(message)); }
+  // Bytes already in the wire format of the handlers nearest the
+  // application end, written through their write() (a codec passes them
+  // on unframed; a byte-level handler below it, such as TLS, still sees
+  // them): for a control frame encoded by hand, such as a heartbeat GOAWAY.
+  // Any thread; the same answer as send().
+  bool sendBytes(std::string_view bytes);
   // Flush what is queued, send FIN, keep reading until the peer's FIN, then
   // close with `reason`; after shutdownTimeout the connection is reset.
   void shutdown(CloseReason reason = CloseReason::Shutdown);

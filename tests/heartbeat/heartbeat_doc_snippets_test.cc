@@ -31,7 +31,7 @@ struct MyApp final : keel::Handler {};
 void goAway(const keel::Connection::Ptr& conn) {
   char frame[keel::HeartbeatMessage::kFrameBytes];  // 28 bytes, on the stack
   keel::HeartbeatMessage::goAway(/*code=*/1).encodeFrame(frame);
-  conn->send(std::span<const char>(frame));  // from any thread
+  conn->sendBytes(std::string_view(frame, sizeof frame));  // from any thread
 }
 
 // "Lifecycle and run-time switching"

@@ -84,6 +84,17 @@ TEST(ConnectionSend, WithoutACodecPassesEveryByteHandler) {
   EXPECT_EQ(ec.takeOutput(), "QUIET");
 }
 
+TEST(ConnectionSend, SendBytesPassesTheCodecUnframed) {
+  Embedded e;
+  EmbeddedConnection ec(e.loop);
+  ec.pipeline().emplaceLast<FrameCodec>();
+  ec.start();
+  const std::string control = std::string("\x80\0\0\x02", 4) + "hi";  // a control frame, encoded by hand
+  std::thread([&] { EXPECT_TRUE(ec.connection().sendBytes(control)); }).join();
+  ec.runPending();
+  EXPECT_EQ(ec.takeOutput(), control) << "not framed a second time";
+}
+
 TEST(ConnectionSend, FollowsTheCodecBeingRemoved) {
   Embedded e;
   EmbeddedConnection ec(e.loop);
