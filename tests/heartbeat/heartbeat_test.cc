@@ -320,9 +320,13 @@ TEST(Detection, BlackHoledPeerHeartbeatVsKeepaliveVsUserTimeout) {
   EXPECT_LE(msBetween(cutAt, m.heartbeat.closedAtNs.load()), Mechanisms::kHeartbeat.deadAfter() + 1500ms);
   // The kernel reports ETIMEDOUT (or the EHOSTUNREACH it saw meanwhile): a socket error.
   EXPECT_TRUE(m.keepalive.closedWith(CloseReason::Error)) << m.keepalive.reasonText();
-  EXPECT_LE(msBetween(cutAt, m.keepalive.closedAtNs.load()), Mechanisms::kKeepAlive.detection() + 2000ms);
+  // The kernel's own timing is quantised by the retransmission back-off
+  // (0.2, 0.4, 0.8, 1.6, 3.2 s...), which a loaded machine stretches: 8.7 s
+  // was seen for the 4 s user timeout with the suite running beside it. Only
+  // gross lateness is a failure here; bench section 5 measures the figures.
+  EXPECT_LE(msBetween(cutAt, m.keepalive.closedAtNs.load()), 3 * Mechanisms::kKeepAlive.detection() + 2000ms);
   EXPECT_TRUE(m.userTimeout.closedWith(CloseReason::Error)) << m.userTimeout.reasonText();
-  EXPECT_LE(msBetween(cutAt, m.userTimeout.closedAtNs.load()), Mechanisms::kUserTimeout + 2000ms);
+  EXPECT_LE(msBetween(cutAt, m.userTimeout.closedAtNs.load()), 3 * Mechanisms::kUserTimeout + 2000ms);
   EXPECT_FALSE(m.userTimeoutIdle.closed()) << "TCP_USER_TIMEOUT needs data in flight";
   m.reset();
 }
