@@ -39,8 +39,11 @@ inline const std::vector<std::string> kProfileNames{"kernel", "latency", "throug
                  ec.message().c_str());
     return 1;
   }
-  std::printf("%.*s listening on %s%.*s\n", static_cast<int>(name.size()), name.data(),
-              server.listenAddress().toString().c_str(), static_cast<int>(extra.size()), extra.data());
+  // One std::string, not "%.*s" with extra.data(): an empty string_view's
+  // data() is null, which GCC's format checker rejects under -Werror.
+  const std::string line = std::string(name) + " listening on " + server.listenAddress().toString() +
+                           std::string(extra) + "\n";
+  std::fputs(line.c_str(), stdout);
   std::fflush(stdout);
   return 0;
 }
