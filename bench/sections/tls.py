@@ -4,10 +4,16 @@ against redis-server, in one run, rounds interleaved, medians over rounds.
   https       wrk -t1 -c50 --latency https://: req/s, p50, p99. keel-http
               (one loop) against nginx (1 worker, TLS 1.3 only, keep-alive,
               `return 200 "hello\\n"`, the same certificate).
-  handshakes  wrk with -H "Connection: close": every request is a new
-              connection and a full handshake (wrk keeps no session, so
-              nothing resumes), with an ECDSA P-256 and an RSA-2048
-              certificate. Handshakes/s = requests/s.
+  handshakes  wrk with -H "Connection: close": every request a new
+              connection. wrk RESUMES: it reuses its SSL object (SSL_clear
+              keeps the session), so these are TLS 1.3 PSK handshakes with
+              no certificate signature (nginx's $ssl_session_reused said
+              "r" for all but the first per connection).
+  full_hs     `openssl s_time -new`: full handshakes, a new session each,
+              no request, ECDSA P-256 and RSA-2048 certificates. One
+              sequential client: its rate is bounded by the client, so
+              the server's CPU per handshake (rps_per_cpu_s: handshakes per
+              server CPU-second, i.e. per saturated loop) is the figure.
   resp        redis-benchmark --tls -t ping,set,get -c 50 against keel-resp
               and `redis-server --tls-port` (tls-auth-clients no).
   idle memory N TLS connections, each through its handshake and one request
@@ -199,6 +205,20 @@ def benchlib_wrk_parse(out):
             "socket_errors": sum(map(int, e.groups())) if e else 0, "non_2xx": int(n.group(1)) if n else 0}, None
 
 
+def s_time(port, seconds):
+    t0 = time.monotonic()
+    try:
+        p = subprocess.run(["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-time", str(seconds)],
+                           capture_output=True, text=True, timeout=seconds + 30, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None, "s_time timed out"
+    import re
+    m = re.search(r"(\d+) connections in [\d.]+ real seconds", p.stdout)
+    if not m:
+        return None, f"s_time exit {p.returncode}: {(p.stdout + p.stderr).strip()[-200:]}"
+    return {"rps": int(m.group(1)) / (time.monotonic() - t0), "connections": int(m.group(1))}, None
+
+
 def redis_bench(port, ca, n):
     cmd = ["redis-benchmark", "--tls", "--cacert", ca, "-p", str(port), "-t", "ping,set,get", "-n", str(n),
            "-c", "50", "--csv"]
@@ -212,6 +232,18 @@ def redis_bench(port, ca, n):
     for row in csv.DictReader(io.StringIO(r.stdout)):
         out[row["test"].lower() + "_rps"] = float(row["rps"])
     return (out, None) if out else (None, "no CSV rows")
+
+
+def cpu_s(pids):
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in pids:
+        try:
+            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tick
 
 
 def rss_kib(pids):
@@ -284,6 +316,7 @@ def run(quick, bindir):
             for r in range(cfg["rounds"]):
                 jobs += [(r, "https", k) for k in benchlib.rotated(["keel_ec", "nginx_ec"], r)]
                 jobs += [(r, "handshakes", k) for k in benchlib.rotated(list(http), r)]
+                jobs += [(r, "full_hs", k) for k in benchlib.rotated(list(http), r)]
                 jobs += [(r, "resp", k) for k in benchlib.rotated(list(resp), r)]
             for r in range(cfg["idle_rounds"]):
                 jobs += [(r, "idle", k) for k in benchlib.rotated(["keel_ec", "nginx_ec"], r)]
@@ -292,12 +325,23 @@ def run(quick, bindir):
                 srv = servers[k]
                 if srv.status != "ok":
                     fig, err = None, f"{srv.status}: {srv.error}"
-                elif test == "https":
-                    fig, err = wrk(srv.port, cfg["seconds"], close=False)
-                elif test == "handshakes":
-                    fig, err = wrk(srv.port, cfg["seconds"], close=True)
-                elif test == "resp":
-                    fig, err = redis_bench(srv.port, ca, cfg["resp_n"])
+                elif test in ("https", "handshakes", "resp", "full_hs"):
+                    cpu0 = cpu_s(srv.pids())
+                    t0 = time.monotonic()
+                    if test == "resp":
+                        fig, err = redis_bench(srv.port, ca, cfg["resp_n"])
+                    elif test == "full_hs":
+                        fig, err = s_time(srv.port, cfg["seconds"])
+                    else:
+                        fig, err = wrk(srv.port, cfg["seconds"], close=test == "handshakes")
+                    if fig:
+                        # The server's CPU share: wrk shares the 2 cores, so req/s
+                        # can be the client's limit; requests per server CPU-second
+                        # is what one loop would do saturated.
+                        used = cpu_s(srv.pids()) - cpu0
+                        fig["server_cpu_pct"] = round(100 * used / (time.monotonic() - t0), 1)
+                        if "rps" in fig and used > 0:
+                            fig["rps_per_cpu_s"] = round(fig["rps"] * (time.monotonic() - t0) / used)
                 else:
                     # A fresh server, so earlier tests' heap does not hide or add to the growth.
                     srv.stop()
@@ -333,12 +377,19 @@ def run(quick, bindir):
         row("https", "p99_us", "keel_ec", "nginx_ec", "lower")
         row("handshakes", "rps", "keel_ec", "nginx_ec")
         row("handshakes", "rps", "keel_rsa", "nginx_rsa")
+        row("https", "rps_per_cpu_s", "keel_ec", "nginx_ec")
+        row("handshakes", "rps_per_cpu_s", "keel_ec", "nginx_ec")
+        row("handshakes", "rps_per_cpu_s", "keel_rsa", "nginx_rsa")
+        for k in ("ec", "rsa"):
+            row("full_hs", "rps", f"keel_{k}", f"nginx_{k}")
+            row("full_hs", "rps_per_cpu_s", f"keel_{k}", f"nginx_{k}")
         for t in ("ping_inline_rps", "ping_mbulk_rps", "set_rps", "get_rps"):
             row("resp", t, "keel_resp", "redis")
         row("idle", "bytes_per_conn", "keel_ec", "nginx_ec", "lower")
         say(table(["test", "figure", "keel", "value", "vs", "value", "keel/other", "goal"], rows, "lllrlrrl"))
         say(f"  idle: {cfg['idle_conns']} connections ({'QUICK: fewer than the 5,000 of a full run' if quick else 'full'});"
-            " handshakes: wrk -c16 with Connection: close, full handshakes (no resumption)")
+            " handshakes: wrk -c16, Connection: close, resumed (PSK);"
+            " full_hs: openssl s_time -new, full handshakes, one sequential client")
         data["status"] = "ok"
         return data
     finally:
