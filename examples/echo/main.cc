@@ -3,6 +3,7 @@
 //
 //   keel-echo --port 7000 [--threads 2] [--unix /tmp/echo.sock]
 //             [--profile kernel|latency|throughput] [--idle-timeout-ms 30000]
+//             [--tls-cert FILE --tls-key FILE]
 //
 // What it shows: a Server, a one-method Handler as the application, I/O
 // loops on threads, and a clean stop on SIGINT/SIGTERM that lets every
@@ -11,7 +12,10 @@
 //   TcpTuning   the latency or throughput profile (net/TcpTuning.h);
 //   IdleReaper  closes a connection that neither sent nor received anything
 //               for --idle-timeout-ms (heartbeat/IdleReaper.h).
+//   TlsHandler  with --tls-cert/--tls-key: TLS under everything above it,
+//               after TcpTuning so the profile still sees every write.
 // Try it:  socat - TCP:127.0.0.1:7000   or   socat - UNIX-CONNECT:/tmp/echo.sock
+//   TLS:   openssl s_client -quiet -CAfile ca.pem -connect localhost:7000
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -25,6 +29,7 @@
 #include <keel/net/Server.h>
 #include <keel/net/TcpTuning.h>
 #include "../common/ExampleMain.h"
+#include "../common/ExampleTls.h"
 
 namespace {
 
@@ -60,7 +65,11 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember(keel::example::kProfileNames));
   app.add_option("--idle-timeout-ms", idleMs, "close connections idle (no byte either way) this long; 0: off")
       ->check(CLI::NonNegativeNumber);
+  keel::example::TlsFlags tlsFlags;
+  keel::example::addTlsOptions(app, tlsFlags);
   CLI11_PARSE(app, argc, argv);
+  keel::TlsContext::Ptr tls;
+  if (tlsFlags.on() && !(tls = keel::example::serverTls(tlsFlags, "keel-echo"))) return 1;
   const keel::TcpProfile profile =
       keel::example::parseProfile(profileName).value_or(keel::TcpProfile::Kernel);
 
@@ -89,12 +98,13 @@ int main(int argc, char** argv) {
   // Runs on the connection's loop for every new connection. Order matters:
   // TcpTuning sits nearest the socket so it sees every write; the kernel
   // profile is the kernel's own defaults, so it needs no handler at all.
-  server.setPipelineInit([profile, idle](keel::Connection& conn) {
+  server.setPipelineInit([profile, idle, tls](keel::Connection& conn) {
     if (profile != keel::TcpProfile::Kernel) conn.pipeline().emplaceLast<keel::TcpTuning>(profile);
+    if (tls) conn.pipeline().emplaceLast<keel::TlsHandler>(tls);
     if (idle.any()) conn.pipeline().emplaceLast<keel::IdleReaper>(idle, keel::IdleAction::Close);
     conn.pipeline().emplaceLast<Echo>();
   });
-  if (keel::example::startAndAnnounce(server, "keel-echo") != 0) return 1;
+  if (keel::example::startAndAnnounce(server, "keel-echo", tls ? " (tls)" : "") != 0) return 1;
   loop.loop();
   if (!unixPath.empty()) ::unlink(unixPath.c_str());
   return 0;

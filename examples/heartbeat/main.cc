@@ -2,6 +2,8 @@
 //
 //   keel-heartbeat server --port 7002
 //   keel-heartbeat client --port 7002 --keepalive-ms 1000 --interval-ms 500 --probes 3
+//   over TLS:  server --tls-cert FILE --tls-key FILE;  client --tls-ca FILE
+//   (the client verifies the server's certificate against FILE and --host)
 //
 // What it shows: TCP alone does not notice a peer that stopped answering (a
 // hung process, a machine that vanished): the kernel keeps ACKing, or keeps
@@ -12,8 +14,8 @@
 // connection with application frames (heartbeat/HeartbeatMessage.h).
 // Try: run both, then `kill -STOP <server pid>` and watch the client.
 //
-// Client exit status: 0 stopped by SIGINT/SIGTERM, 1 could not connect,
-// 2 bad arguments, 3 the peer is dead (heartbeat timeout), 4 the server
+// Client exit status: 0 stopped by SIGINT/SIGTERM, 1 could not connect (or
+// the TLS handshake failed), 2 bad arguments, 3 the peer is dead (heartbeat timeout), 4 the server
 // closed or reset the connection (e.g. it was killed: its kernel still says
 // goodbye, so this is noticed at once, without the heartbeat).
 #include <chrono>
@@ -31,6 +33,7 @@
 #include <keel/net/Client.h>
 #include <keel/net/FrameCodec.h>
 #include <keel/net/Server.h>
+#include "../common/ExampleTls.h"
 
 namespace {
 
@@ -71,7 +74,13 @@ class Report final : public keel::Handler {
     *exitCode_ = 3;  // the Heartbeat closes the connection next (with a reset)
   }
   void onClosed(keel::HandlerContext& ctx, keel::CloseReason reason) override {
-    if (*exitCode_ < 0) {
+    const auto* tls = ctx.pipeline().find<keel::TlsHandler>();
+    if (*exitCode_ < 0 && tls != nullptr && tls->error()) {
+      // A failed handshake is a connection that never came up, not a server going away.
+      std::fprintf(stderr, "keel-heartbeat: TLS: %s (%s)\n", tls->error().message().c_str(),
+                   tls->errorDetail().c_str());
+      *exitCode_ = 1;
+    } else if (*exitCode_ < 0) {
       std::fprintf(stderr, "keel-heartbeat: server closed the connection (%s)\n",
                    std::string(toString(reason)).c_str());
       *exitCode_ = 4;
@@ -104,6 +113,10 @@ int main(int argc, char** argv) {
   client->add_option("--interval-ms", intervalMs, "between unanswered PINGs")->check(CLI::PositiveNumber);
   client->add_option("--probes", hb.probeCount, "unanswered PINGs before the peer is dead")
       ->check(CLI::Range(1, 1000));
+  keel::example::TlsFlags tlsFlags;
+  keel::example::addTlsOptions(*server, tlsFlags);
+  std::string tlsCa;
+  client->add_option("--tls-ca", tlsCa, "connect over TLS, trusting this CA (PEM)")->check(CLI::ExistingFile);
   CLI11_PARSE(app, argc, argv);
   hb.keepaliveTime = std::chrono::milliseconds(keepaliveMs);
   hb.probeInterval = std::chrono::milliseconds(intervalMs);
@@ -118,8 +131,11 @@ int main(int argc, char** argv) {
   if (server->parsed()) {
     // [FrameCodec][PongResponder]: the responder answers each PING from its
     // own position, keeps no state and needs no clock.
+    keel::TlsContext::Ptr tls;
+    if (tlsFlags.on() && !(tls = keel::example::serverTls(tlsFlags, "keel-heartbeat"))) return 1;
     keel::Server srv(loop, *addr);
-    srv.setPipelineInit([](keel::Connection& c) {
+    srv.setPipelineInit([tls](keel::Connection& c) {
+      if (tls) c.pipeline().emplaceLast<keel::TlsHandler>(tls);
       c.pipeline().emplaceLast<keel::FrameCodec>();
       c.pipeline().emplaceLast<keel::PongResponder>();
     });
@@ -144,8 +160,25 @@ int main(int argc, char** argv) {
   });
   // [FrameCodec][RttPrinter][Heartbeat][Report]. No retries: a refused
   // connect is reported once and ends the program.
+  // TLS: the handshake finishes before Report's onConnected, so "connected"
+  // means the server's certificate verified for --host.
+  keel::TlsContext::Ptr tls;
+  if (!tlsCa.empty()) {
+    keel::TlsClientOptions o;
+    o.caFile = tlsCa;
+    std::error_code ec;
+    if (!(tls = keel::TlsContext::client(o, ec))) {
+      std::fprintf(stderr, "keel-heartbeat: TLS: %s\n", ec.message().c_str());
+      return 2;
+    }
+  }
   keel::Client cli(loop, *addr);
   cli.setPipelineInit([&](keel::Connection& c) {
+    if (tls) {
+      keel::TlsHandlerOptions o;
+      o.serverName = host;
+      c.pipeline().emplaceLast<keel::TlsHandler>(tls, o);
+    }
     c.pipeline().emplaceLast<keel::FrameCodec>();
     c.pipeline().emplaceLast<RttPrinter>();
     c.pipeline().emplaceLast<keel::Heartbeat>(hb);

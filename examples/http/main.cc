@@ -3,8 +3,10 @@
 //
 //   keel-http --port 8080 [--threads 2] [--idle-seconds 60]
 //             [--header-timeout-ms 10000] [--body-timeout-ms 30000]
+//             [--tls-cert FILE --tls-key FILE]
 //   curl http://127.0.0.1:8080/        -> hello
 //   wrk -t1 -c50 -d5s http://127.0.0.1:8080/
+//   with TLS (ALPN http/1.1):  curl --cacert ca.pem https://localhost:8080/
 //
 // Routes: GET or HEAD / -> 200 "hello\n"; another method on / -> 405; any
 // other path -> 404. What it shows:
@@ -24,7 +26,10 @@
 //     for ever; nginx's client_header_timeout answers it the same way;
 //   - keel's caps doing the rest: a client that pipelines without reading
 //     stops being read at the output high watermark, and an idle keep-alive
-//     connection is closed by the IdleReaper.
+//     connection is closed by the IdleReaper;
+//   - HTTPS by adding one handler: with --tls-cert/--tls-key a TlsHandler
+//     goes nearest the socket, and everything above it (deadlines, parser,
+//     pipelining, graceful shutdown) runs on plaintext unchanged.
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -40,6 +45,7 @@
 #include <keel/net/Connection.h>
 #include <keel/net/Server.h>
 #include "../common/ExampleMain.h"
+#include "../common/ExampleTls.h"
 
 #include "HttpParser.h"
 
@@ -260,7 +266,11 @@ int main(int argc, char** argv) {
   app.add_option("--body-timeout-ms", bodyTimeoutMs,
                  "a request body must be complete this long after its head, else 408 (0: no limit)")
       ->check(CLI::NonNegativeNumber);
+  keel::example::TlsFlags tlsFlags;
+  keel::example::addTlsOptions(app, tlsFlags);
   CLI11_PARSE(app, argc, argv);
+  keel::TlsContext::Ptr tls;
+  if (tlsFlags.on() && !(tls = keel::example::serverTls(tlsFlags, "keel-http", {"http/1.1"}))) return 1;
 
   keel::EventLoop loop;
 
@@ -283,8 +293,9 @@ int main(int argc, char** argv) {
   }
   const keel::IdleLimits idle{.reader = std::chrono::seconds(idleSeconds)};
   const std::chrono::milliseconds headerTimeout(headerTimeoutMs), bodyTimeout(bodyTimeoutMs);
-  server.setPipelineInit([idle, headerTimeout, bodyTimeout](keel::Connection& c) {
+  server.setPipelineInit([idle, headerTimeout, bodyTimeout, tls](keel::Connection& c) {
     (void)c.socket().setNoDelay(true);  // a reply is complete when written: no reason to wait
+    if (tls) c.pipeline().emplaceLast<keel::TlsHandler>(tls);
     // MessageDeadline before the parser, which leaves an unfinished head in
     // the input: that leftover is what starts the deadline's clock.
     if (headerTimeout.count() > 0) {
@@ -294,7 +305,7 @@ int main(int argc, char** argv) {
     if (idle.any()) c.pipeline().emplaceLast<keel::IdleReaper>(idle, keel::IdleAction::Close);
     c.pipeline().emplaceLast<HttpHello>(bodyTimeout);
   });
-  if (keel::example::startAndAnnounce(server, "keel-http") != 0) return 1;
+  if (keel::example::startAndAnnounce(server, "keel-http", tls ? " (tls)" : "") != 0) return 1;
   loop.loop();
   return 0;
 }

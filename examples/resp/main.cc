@@ -3,8 +3,9 @@
 // redis-benchmark) on one keel loop.
 //
 //   keel-resp --port 6380 [--tcp latency|kernel|throughput] [--threads N]
-//             [--max-memory BYTES]
+//             [--max-memory BYTES] [--tls-cert FILE --tls-key FILE]
 //   redis-cli -p 6380 SET k v;  redis-benchmark -p 6380 -t ping,set,get -P 16
+//   TLS:  redis-cli --tls --cacert ca.pem -p 6380 PING
 //
 // What it shows:
 //   - a protocol handler that parses straight from the connection's input
@@ -18,7 +19,9 @@
 //     and a client that pipelines without reading its replies is paused;
 //   - a FIN that is not the end of the work: commands that came before a
 //     client's FIN but still wait behind backpressure are run and answered
-//     as the client reads, and only then is the connection closed.
+//     as the client reads, and only then is the connection closed;
+//   - RESP over TLS with --tls-cert/--tls-key: a TlsHandler between
+//     TcpTuning and the protocol, which reads plaintext as before.
 #include <csignal>
 #include <cstdio>
 #include <string>
@@ -31,6 +34,7 @@
 #include <keel/net/Server.h>
 #include <keel/net/TcpTuning.h>
 #include "../common/ExampleMain.h"
+#include "../common/ExampleTls.h"
 
 #include "RespProtocol.h"
 #include "RespStore.h"
@@ -150,7 +154,11 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "I/O threads (0: everything on the main loop; >0 locks the store)");
   app.add_option("--tcp", tcp, "TCP tuning profile")->check(CLI::IsMember(keel::example::kProfileNames));
   app.add_option("--max-memory", storeOptions.maxMemoryBytes, "cap on keys+values held (bytes)");
+  keel::example::TlsFlags tlsFlags;
+  keel::example::addTlsOptions(app, tlsFlags);
   CLI11_PARSE(app, argc, argv);
+  keel::TlsContext::Ptr tls;
+  if (tlsFlags.on() && !(tls = keel::example::serverTls(tlsFlags, "keel-resp"))) return 1;
 
   const keel::TcpProfile profile = keel::example::parseProfile(tcp).value_or(keel::TcpProfile::Latency);
   storeOptions.shared = threads > 0;  // one keyspace for all loops: locked per command
@@ -181,13 +189,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "keel-resp: signals: %s\n", ec.message().c_str());
     return 1;
   }
-  server.setPipelineInit([&store, profile](keel::Connection& conn) {
+  server.setPipelineInit([&store, profile, tls](keel::Connection& conn) {
     // First, nearest the socket. A read that gets an answer has its ACK
     // carried by that answer: QUICKACK is re-armed only after partial commands.
     conn.pipeline().emplaceLast<keel::TcpTuning>(profile).setQuickAckOnlyWhenSilent(true);
+    if (tls) conn.pipeline().emplaceLast<keel::TlsHandler>(tls);
     conn.pipeline().emplaceLast<Resp>(store);
   });
-  if (keel::example::startAndAnnounce(server, "keel-resp") != 0) return 1;
+  if (keel::example::startAndAnnounce(server, "keel-resp", tls ? " (tls)" : "") != 0) return 1;
   loop.loop();
   return 0;
 }
