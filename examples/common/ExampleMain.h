@@ -41,8 +41,8 @@ inline const std::vector<std::string> kProfileNames{"kernel", "latency", "throug
   }
   // One std::string, not "%.*s" with extra.data(): an empty string_view's
   // data() is null, which GCC's format checker rejects under -Werror.
-  const std::string line = std::string(name) + " listening on " + server.listenAddress().toString() +
-                           std::string(extra) + "\n";
+  const std::string line =
+      std::string(name) + " listening on " + server.listenAddress().toString() + std::string(extra) + "\n";
   std::fputs(line.c_str(), stdout);
   std::fflush(stdout);
   return 0;

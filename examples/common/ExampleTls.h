@@ -24,8 +24,9 @@ struct TlsFlags {
 };
 
 inline void addTlsOptions(CLI::App& app, TlsFlags& flags) {
-  auto* cert = app.add_option("--tls-cert", flags.certFile, "serve TLS with this certificate (PEM, chain allowed)")
-                   ->check(CLI::ExistingFile);
+  auto* cert =
+      app.add_option("--tls-cert", flags.certFile, "serve TLS with this certificate (PEM, chain allowed)")
+          ->check(CLI::ExistingFile);
   auto* key = app.add_option("--tls-key", flags.keyFile, "the certificate's private key (PEM)")
                   ->check(CLI::ExistingFile);
   cert->needs(key);
@@ -43,7 +44,8 @@ inline void addTlsOptions(CLI::App& app, TlsFlags& flags) {
   std::error_code ec;
   auto ctx = TlsContext::server(o, ec);
   if (!ctx) {
-    std::fprintf(stderr, "%.*s: TLS: %s\n", static_cast<int>(program.size()), program.data(), ec.message().c_str());
+    std::fprintf(stderr, "%.*s: TLS: %s\n", static_cast<int>(program.size()), program.data(),
+                 ec.message().c_str());
   }
   return ctx;
 }
