@@ -160,6 +160,18 @@ def raise_nofile():
 LISTEN_RE = re.compile(r"listening on (\S+?):(\d+)\b")
 
 
+def terminate(proc, timeout=5):
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` s; reaps it."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Server:
     """One server binary, started as its own process on port 0."""
 
@@ -230,13 +242,7 @@ class Server:
             return ""
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None
         if self.log is not None:
             self.log.close()

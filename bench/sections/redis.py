@@ -23,7 +23,6 @@ import csv
 import io
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -107,13 +106,7 @@ class RedisServer:
             self.status, self.error = "failed", f"exited during the run (status {self.proc.poll()})"
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        benchlib.terminate(self.proc)
         self.proc = None
 
     def describe(self):

@@ -32,7 +32,6 @@ import csv
 import io
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -112,13 +111,7 @@ class External:
         return [int(k) for k in kids] or [self.proc.pid]
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        benchlib.terminate(self.proc)
         self.proc = None
 
 
