@@ -31,6 +31,13 @@
 #include "support/Process.h"
 #include "support/TestNet.h"
 
+// For the isolated children, which cannot use gtest's assertions: the
+// failure, with its line, is the child's answer.
+#define CHILD_CHECK(cond, what)                                                                     \
+  do {                                                                                              \
+    if (!(cond)) return std::string("line ") + std::to_string(__LINE__) + ": " #cond ": " + (what); \
+  } while (0)
+
 namespace keel::test {
 
 struct IsolatedFiles {

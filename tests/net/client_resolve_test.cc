@@ -21,11 +21,6 @@ namespace {
 using namespace std::chrono_literals;
 using namespace keel::test;
 
-#define CHILD_CHECK(cond, what)                                                                     \
-  do {                                                                                              \
-    if (!(cond)) return std::string("line ") + std::to_string(__LINE__) + ": " #cond ": " + (what); \
-  } while (0)
-
 SocketAddress v4(const char* host, std::uint16_t port) { return *SocketAddress::ipv4(host, port); }
 SocketAddress v6(const char* host, std::uint16_t port) { return *SocketAddress::ipv6(host, port); }
 

@@ -25,12 +25,6 @@ namespace {
 using namespace std::chrono_literals;
 using namespace keel::test;
 
-// For the isolated children, which cannot use gtest's assertions.
-#define CHILD_CHECK(cond, what)                                                                     \
-  do {                                                                                              \
-    if (!(cond)) return std::string("line ") + std::to_string(__LINE__) + ": " #cond ": " + (what); \
-  } while (0)
-
 struct Outcome {
   bool done = false;
   std::error_code ec;
