@@ -18,9 +18,6 @@ namespace {
 // The largest TLS record payload: a write of several parts up to this size
 // is joined into one record.
 constexpr std::size_t kRecordPayload = 16 * 1024;
-// Ciphertext staging kept between writes: enough for a few small records;
-// a bulk write's larger staging is given back when it has been flushed.
-constexpr std::size_t kKeepStaging = 4 * 1024;
 
 // Plaintext is decrypted into one scratch area per thread (each loop is a
 // thread) and lent to the handlers above, as the connection lends its
@@ -29,6 +26,19 @@ std::span<char> plaintextScratch() {
   thread_local std::array<char, 64 * 1024> scratch;
   return scratch;
 }
+
+// Ciphertext is staged the same way: OpenSSL writes a call's records into
+// one area per thread, and flushOut hands them to the connection before the
+// next SSL call, so an idle connection keeps no staging of its own (it kept
+// up to 4 KiB before; docs/tls.md has the idle figures). A write larger
+// than the area moves to owned storage, which is freed once flushed.
+// `stagingInUse` is belt and braces: should a second handler on the thread
+// ever stage while the first has not flushed, it gets owned storage.
+std::span<char> ciphertextScratch() {
+  thread_local std::array<char, 64 * 1024> scratch;
+  return scratch;
+}
+thread_local bool stagingInUse = false;
 
 // The BIO between OpenSSL and the handler: reads take ciphertext from the
 // connection's input buffer, writes append to the handler's staging.
@@ -93,7 +103,10 @@ bool kernelTlsAvailable() {
 TlsHandler::TlsHandler(TlsContext::Ptr context, TlsHandlerOptions options)
     : context_(std::move(context)), options_(std::move(options)) {}
 
-TlsHandler::~TlsHandler() { SSL_free(ssl_); }
+TlsHandler::~TlsHandler() {
+  SSL_free(ssl_);
+  if (usesStaging_) stagingInUse = false;
+}
 
 int TlsHandler::bioRead(char* out, int len) noexcept {
   // Plaintext the handlers above have not taken is capped: past it the
@@ -107,6 +120,10 @@ int TlsHandler::bioRead(char* out, int len) noexcept {
 }
 
 int TlsHandler::bioWrite(const char* data, int len) {
+  if (!usesStaging_ && !stagingInUse && out_.empty() && out_.capacity() == 0) {
+    out_.borrow(ciphertextScratch());
+    usesStaging_ = stagingInUse = true;
+  }
   out_.append(data, static_cast<std::size_t>(len));
   return len;
 }
@@ -310,7 +327,8 @@ std::error_code TlsHandler::flushOut(HandlerContext& ctx) {
   if (out_.empty()) return {};
   const std::error_code ec = ctx.write(Slices(out_.readable()));
   out_.retrieveAll();
-  out_.settle(kKeepStaging);
+  out_.settle(0);  // ends the borrow, or frees a bulk write's owned staging
+  if (usesStaging_) usesStaging_ = stagingInUse = false;
   return ec;
 }
 

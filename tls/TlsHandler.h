@@ -120,7 +120,8 @@ class TlsHandler final : public Handler {
   Buffer plain_;          // plaintext for the handlers above (borrowed or leftovers)
   Buffer pending_;        // plaintext written before the handshake finished
   HandlerTimer handshakeTimer_{[this] { onHandshakeTimeout(); }};
-  std::string sessionKey_;  // client: server name and port, for resumption
+  std::string sessionKey_;    // client: server name and port, for resumption
+  bool usesStaging_ = false;  // out_ borrows the thread's ciphertext staging
   bool started_ = false;
   bool established_ = false;
   bool failed_ = false;
