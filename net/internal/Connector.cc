@@ -91,15 +91,16 @@ void Connector::beginSeries(bool retry, bool delayFirst) {
   attempts_.store(0, std::memory_order_relaxed);
   backoff_ = options_.retryInitial;
   retrySeries_ = retry;
-  // Even an immediate first attempt goes through a (zero-delay) timer: the
-  // caller never sees callbacks run inside start(), and a stop() right after
-  // start() cancels it like any other pending attempt.
+  // Even an immediate first attempt is deferred (to the end of this
+  // iteration): the caller never sees callbacks run inside start(), and a
+  // stop() right after start() cancels it like any other pending attempt.
   scheduleAttempt(delayFirst ? nextDelay() : Duration::zero());
 }
 
 void Connector::stop() {
   if (attemptTimer_.valid()) loop_.cancel(attemptTimer_);
   attemptTimer_ = {};
+  loop_.cancelDeferred(attemptNow_);
   abandonAttempt();
   state_ = State::Idle;
 }
@@ -117,11 +118,17 @@ Duration Connector::nextDelay() {
 
 void Connector::scheduleAttempt(Duration delay) {
   state_ = State::Waiting;
+  if (delay <= Duration::zero()) {
+    loop_.deferToEndOfIteration(attemptNow_);
+    return;
+  }
   attemptTimer_ = loop_.runAfter(delay, [this] {
     attemptTimer_ = {};
     attempt();
   });
 }
+
+void Connector::AttemptNow::runDeferred() { connector.attempt(); }
 
 void Connector::attempt() {
   state_ = State::Connecting;

@@ -39,6 +39,7 @@
 #include <system_error>
 #include <vector>
 
+#include "keel/core/EventLoop.h"
 #include "keel/core/Time.h"
 #include "keel/core/TimerWheel.h"
 #include "keel/net/Resolver.h"
@@ -47,8 +48,6 @@
 #include "keel/net/internal/AddressRace.h"
 
 namespace keel {
-
-class EventLoop;
 
 struct ConnectorOptions {
   Duration connectTimeout = std::chrono::seconds(5);       // per address; zero or less: no limit
@@ -84,8 +83,8 @@ class Connector {
   void setFailed(Failed cb) { failed_ = std::move(cb); }
 
   // Begins a new series (abandoning anything under way): the first attempt
-  // runs on the next turn of the loop; failures are retried when
-  // options.retry is set.
+  // runs at the end of the current loop iteration (never inside start());
+  // failures are retried when options.retry is set.
   void start();
   // Begins a new series whose first attempt waits one back-off delay, and
   // whose failures are always retried (up to maxAttempts): for reconnecting
@@ -114,6 +113,13 @@ class Connector {
 
  private:
   enum class State : std::uint8_t { Idle, Waiting, Connecting };
+  // An attempt due now. Not a zero-delay timer: the wheel fires on its next
+  // 1 ms tick, which put about 1.1 ms in front of every first connect.
+  struct AttemptNow final : Deferred {
+    explicit AttemptNow(Connector& c) noexcept : connector(c) {}
+    void runDeferred() override;
+    Connector& connector;
+  };
 
   void beginSeries(bool retry, bool delayFirst);
   void scheduleAttempt(Duration delay);
@@ -136,8 +142,9 @@ class Connector {
   std::atomic<int> attempts_{0};
   Duration backoff_;  // un-jittered delay before the next retry
   std::mt19937 rng_;
-  TimerId attemptTimer_;   // the next attempt (Waiting)
-  ResolveRequest lookup_;  // the attempt's resolution (host-name targets)
+  TimerId attemptTimer_;          // the next attempt (Waiting)
+  AttemptNow attemptNow_{*this};  // the same, due at once (Waiting)
+  ResolveRequest lookup_;         // the attempt's resolution (host-name targets)
   AddressRace race_;
 };
 

@@ -65,6 +65,25 @@ TEST(Connector, StopRightAfterStartMakesNoAttempt) {
   EXPECT_EQ(server.accepted(), 0);
 }
 
+// The first attempt is made in the iteration that started the series, not
+// on the timer wheel's next tick: one loop turn that does not wait (the
+// loop would otherwise sleep up to a tick, 1 ms, before connecting).
+TEST(Connector, FirstAttemptRunsInTheSameLoopIteration) {
+  EventLoop loop;
+  TestServer server(loop);
+  ASSERT_TRUE(server.start(SocketAddress::loopback4(0)));
+  Connector connector(loop, server.address());
+  connector.setConnected([](Socket) {});
+  connector.setFailed([](std::error_code) {});
+  loop.runOnce(Duration::zero());  // the loop's time is now, as inside a running loop
+  connector.start();
+  EXPECT_EQ(connector.attempts(), 0);  // not inside start()
+  const std::uint64_t before = loop.iterations();
+  loop.runOnce(Duration::zero());
+  EXPECT_EQ(loop.iterations(), before + 1);
+  EXPECT_EQ(connector.attempts(), 1);
+  EXPECT_FALSE(connector.retryPending());
+}
 // ---- Client: connecting -----------------------------------------------------------
 
 TEST(Client, ConnectsOverTcpAndExchangesBytesThroughThePipeline) {
