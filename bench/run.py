@@ -97,6 +97,8 @@ QUICK = dict(
 
 # ---- section 1: latency ----------------------------------------------------------
 
+METRICS = "keel-echo+metrics"
+
 
 def section_latency(cfg, bindir):
     say("\n== 1. small-packet ping-pong latency (one connection, one message in flight)")
@@ -104,6 +106,10 @@ def section_latency(cfg, bindir):
     servers = [
         Server(FLOOR, bindir / "floor-echo", []),
         Server("keel-echo", bindir / "keel-echo", ["--threads", "0"], "keel-echo (1 loop)"),
+        # The cost of metrics (issue 17): the same server with its registry,
+        # loop measurement and /metrics endpoint on (nothing scrapes it).
+        Server(METRICS, bindir / "keel-echo", ["--threads", "0", "--metrics-port", "0"],
+               "keel-echo (1 loop, --metrics-port)"),
         Server("libevent-echo", bindir / "libevent-echo", []),
         Server("libuv-echo", bindir / "libuv-echo", []),
         Server("asio-echo", bindir / "asio-echo", []),
@@ -199,6 +205,18 @@ def section_latency(cfg, bindir):
                 trows.append([size, row["label"], row["status"]])
     say(table(["size", "server", "p50", "p90", "p99", "p99.9", "max", "p50 x floor", "p99 x floor"], trows,
               "rlrrrrrrr"))
+    # Metrics on vs off, same rounds: > 1 means metrics cost latency.
+    mrows = []
+    for size in sizes:
+        on = next((x for x in rows if x["size"] == size and x["server"] == METRICS and x["status"] == "ok"), None)
+        off = next((x for x in rows if x["size"] == size and x["server"] == "keel-echo" and x["status"] == "ok"), None)
+        if on and off:
+            on["ratio_to_keel_echo"] = {"p50": ratio(on["p50_us"], off["p50_us"]), "p99": ratio(on["p99_us"], off["p99_us"])}
+            mrows.append([size, fmt_us(off["p50_us"]), fmt_us(on["p50_us"]), fmt_ratio(on["ratio_to_keel_echo"]["p50"]),
+                          fmt_us(off["p99_us"]), fmt_us(on["p99_us"]), fmt_ratio(on["ratio_to_keel_echo"]["p99"])])
+    if mrows:
+        say("\n  metrics cost: keel-echo with --metrics-port vs without (ratio = with / without)")
+        say(table(["size", "p50 off", "p50 on", "p50 ratio", "p99 off", "p99 on", "p99 ratio"], mrows, "rrrrrrr"))
     return {
         "status": "ok",
         "client": "keel-pingpong --nodelay 1 --mode echo",

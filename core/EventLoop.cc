@@ -103,7 +103,8 @@ void EventLoop::runOnce(Duration timeout) {
   const int n =
       ::epoll_wait(epoll_.get(), events_.data(), static_cast<int>(events_.size()), computeTimeoutMs(timeout));
   now_ = readClock();  // the iteration's one clock read
-  ++iterations_;
+  const TimePoint woke = now_;
+  iterations_.store(iterations_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   // EINTR: a signal handler ran on this thread (a SignalWatcher's, when the
   // loop runs on an application thread; keel's own threads block the
   // asynchronous signals). Not an error: an iteration with no events.
@@ -142,6 +143,44 @@ void EventLoop::runOnce(Duration timeout) {
     for (auto& hook : endRunning_) hook();
     endRunning_.clear();
   }
+
+  if (measuring_.load(std::memory_order_relaxed)) {
+    const auto busy = std::chrono::duration_cast<std::chrono::nanoseconds>(readClock() - woke).count();
+    busyNs_.store(busyNs_.load(std::memory_order_relaxed) + busy, std::memory_order_relaxed);
+    pendingTimers_.store(timers_.size(), std::memory_order_relaxed);
+  }
+}
+
+void EventLoop::measureLoad(Duration lagProbe) {
+  runInLoop([this, lagProbe] {
+    measuring_.store(true, std::memory_order_relaxed);
+    if (lagArmed_ || lagProbe <= Duration::zero()) return;
+    lagArmed_ = true;
+    lagProbe_ = lagProbe;
+    armLagProbe();
+  });
+}
+
+void EventLoop::armLagProbe() {
+  // Re-armed from its own callback rather than runEvery: the due time is
+  // then known exactly, and a stall shows as one late firing, not skipped
+  // ticks. The wheel owns the callback, so it cannot outlive the loop.
+  lagDue_ = now_ + lagProbe_;
+  runAfterDetached(lagProbe_, [this] {
+    const auto late = std::chrono::duration_cast<std::chrono::nanoseconds>(now_ - lagDue_).count();
+    lagNs_.store(late > 0 ? late : 0, std::memory_order_relaxed);
+    armLagProbe();
+  });
+}
+
+EventLoop::Load EventLoop::load() const noexcept {
+  Load l;
+  l.iterations = iterations_.load(std::memory_order_relaxed);
+  l.busy = std::chrono::nanoseconds(busyNs_.load(std::memory_order_relaxed));
+  l.queuedTasks = queuedTasks_.load(std::memory_order_relaxed);
+  l.pendingTimers = pendingTimers_.load(std::memory_order_relaxed);
+  l.lag = std::chrono::nanoseconds(lagNs_.load(std::memory_order_relaxed));
+  return l;
 }
 
 void EventLoop::deferToEndOfIteration(Deferred& d) {
@@ -174,6 +213,7 @@ void EventLoop::queueInLoop(Task task) {
   {
     std::lock_guard lock(tasksMutex_);
     tasks_.push_back(std::move(task));
+    queuedTasks_.store(tasks_.size(), std::memory_order_relaxed);
   }
   // From the loop thread during dispatch the task runs later this iteration
   // without a wake-up; anywhere else the loop may be (or be about to be)
@@ -186,6 +226,7 @@ void EventLoop::runTasks() {
     std::lock_guard lock(tasksMutex_);
     if (tasks_.empty()) return;
     running_.swap(tasks_);
+    queuedTasks_.store(0, std::memory_order_relaxed);
   }
   for (auto& task : running_) task();
   running_.clear();

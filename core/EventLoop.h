@@ -147,10 +147,27 @@ class EventLoop {
   // shared by every connection on the loop (valid only during a callback).
   [[nodiscard]] std::span<char> scratch() noexcept { return scratch_; }
 
-  [[nodiscard]] std::uint64_t iterations() const noexcept { return iterations_; }
+  [[nodiscard]] std::uint64_t iterations() const noexcept {
+    return iterations_.load(std::memory_order_relaxed);
+  }
   // epoll_ctl calls that failed (each one closed the object it was for).
   [[nodiscard]] std::uint64_t watchErrors() const noexcept { return watchErrors_; }
   [[nodiscard]] const LoopOptions& options() const noexcept { return options_; }
+
+  // What a metrics scrape reads. Busy time, pending timers and lag are
+  // measured only after measureLoad(): busy time costs one more clock read
+  // per iteration and the lag probe one timer wake-up per lagProbe.
+  struct Load {
+    std::uint64_t iterations = 0;
+    Duration busy{};                // total time from epoll_wait's return to the next call
+    std::size_t queuedTasks = 0;    // posted tasks not yet run
+    std::size_t pendingTimers = 0;  // as of the end of the last iteration
+    Duration lag{};                 // how late the last lag probe fired (resolution: one tick)
+  };
+  // Any thread. Starts measuring (idempotent; the first lagProbe wins).
+  void measureLoad(Duration lagProbe = std::chrono::milliseconds(250));
+  // Any thread: relaxed loads of figures only the loop thread writes.
+  [[nodiscard]] Load load() const noexcept;
 
   // The loop running on this thread, or nullptr.
   [[nodiscard]] static EventLoop* current() noexcept;
@@ -163,6 +180,7 @@ class EventLoop {
   void drainWakeup() noexcept;
   void runTasks();
   int computeTimeoutMs(Duration cap) const;
+  void armLagProbe();
   [[nodiscard]] TimePoint readClock() const noexcept {
     return clock_ != nullptr ? clock_->now() : Clock::now();
   }
@@ -179,7 +197,17 @@ class EventLoop {
   std::vector<epoll_event> events_;
   int readyCount_ = 0;
   std::vector<char> scratch_;
-  std::uint64_t iterations_ = 0;
+  // Written only by the loop thread (load + store, no read-modify-write),
+  // read by scrapes on any thread.
+  std::atomic<std::uint64_t> iterations_{0};
+  std::atomic<bool> measuring_{false};
+  std::atomic<std::int64_t> busyNs_{0};
+  std::atomic<std::size_t> pendingTimers_{0};
+  std::atomic<std::int64_t> lagNs_{0};
+  std::atomic<std::size_t> queuedTasks_{0};  // written under tasksMutex_
+  Duration lagProbe_{};
+  TimePoint lagDue_{};
+  bool lagArmed_ = false;
   std::uint64_t watchErrors_ = 0;
 
   std::mutex tasksMutex_;

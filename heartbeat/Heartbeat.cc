@@ -4,6 +4,7 @@
 
 #include "keel/core/Log.h"
 #include "keel/heartbeat/HeartbeatMessage.h"
+#include "keel/metrics/Registry.h"
 #include "keel/net/Connection.h"
 #include "keel/net/FrameCodec.h"
 #include "keel/net/Pipeline.h"
@@ -102,6 +103,7 @@ void Heartbeat::onTimer() {
                 schedule_.probesOut());
       const HeartbeatEvent dead(HeartbeatEvent::Kind::PeerDead, silent, 0,
                                 static_cast<std::uint64_t>(schedule_.probesOut()));
+      if (Counter* m = schedule_.options().deadPeerMetric) m->inc();
       ctx_->fireUserEvent(dead);
       // The application may have closed the connection in response.
       if (!conn.closed()) ctx_->close(CloseReason::HeartbeatTimeout);
@@ -150,7 +152,9 @@ void Heartbeat::onPong(const HeartbeatMessage& pong) {
   }
   ++pongsReceived_;
   schedule_.pongReceived();
-  rtt_.add(nanoseconds(static_cast<nanoseconds::rep>(now - pong.timestamp)));
+  const nanoseconds rtt(static_cast<nanoseconds::rep>(now - pong.timestamp));
+  rtt_.add(rtt);
+  if (Histogram* m = schedule_.options().rttMetric) m->observe(std::chrono::duration<double>(rtt).count());
 }
 
 }  // namespace keel

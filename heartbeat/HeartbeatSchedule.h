@@ -24,6 +24,9 @@
 
 namespace keel {
 
+class Counter;
+class Histogram;
+
 struct HeartbeatOptions {
   milliseconds keepaliveTime{30'000};  // silence before the first PING
   milliseconds probeInterval{5'000};   // between PINGs while the peer stays silent
@@ -34,6 +37,11 @@ struct HeartbeatOptions {
   // under traffic, for a round-trip time: 28 bytes each way per interval and
   // one more timer callback, never work per message.
   milliseconds rttSampleInterval{0};
+  // Where each PONG's round trip (in seconds) and each dead peer are
+  // recorded; null (default) records nothing. Set by
+  // publishHeartbeatMetrics (metrics/ServerMetrics.h). Not owned.
+  Histogram* rttMetric = nullptr;
+  Counter* deadPeerMetric = nullptr;
 
   // Silence after which the peer is declared dead.
   [[nodiscard]] Duration deadAfter() const noexcept { return keepaliveTime + probeInterval * probeCount; }

@@ -159,6 +159,8 @@ void Server::onClosed(Slot& slot, const Connection::Ptr& conn) {
   const auto reason = conn->closeReason().value_or(CloseReason::Error);
   closed_.fetch_add(1, std::memory_order_relaxed);
   closedBy_[static_cast<std::size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
+  bytesIn_.fetch_add(conn->stats().bytesIn, std::memory_order_relaxed);
+  bytesOut_.fetch_add(conn->stats().bytesOut, std::memory_order_relaxed);
   if (options_.maxConnectionsPerPeer > 0) releasePeer(conn->peerAddress());
   // Drop the table's reference after this iteration, never inside the
   // connection's own close path.
@@ -338,6 +340,8 @@ ServerStats Server::stats() const {
   for (std::size_t i = 0; i < closedBy_.size(); ++i)
     st.closedBy[i] = closedBy_[i].load(std::memory_order_relaxed);
   st.open = count_.load(std::memory_order_relaxed);
+  st.bytesIn = bytesIn_.load(std::memory_order_relaxed);
+  st.bytesOut = bytesOut_.load(std::memory_order_relaxed);
   if (started_ && bound_.isInet()) st.timeWait = serverTimeWait(bound_).value_or(0);
   // Acceptors live until the server is destroyed and their counters are
   // atomic, so this is safe from any thread.

@@ -71,6 +71,10 @@ struct ServerStats {
   std::uint64_t closed = 0;
   std::array<std::uint64_t, kCloseReasonCount> closedBy{};  // indexed by CloseReason
   std::size_t open = 0;                                     // live connections
+  // Bytes read from and written to the kernel by connections that have
+  // closed (added at close, so the hot path pays nothing for them).
+  std::uint64_t bytesIn = 0;
+  std::uint64_t bytesOut = 0;
   std::size_t timeWait = 0;  // sockets in TIME_WAIT on the listening port (netlink sock_diag)
 };
 
@@ -180,6 +184,8 @@ class Server {
   std::unordered_map<std::string, std::size_t> perPeer_;  // guarded by peersMutex_
   std::atomic<std::uint64_t> closed_{0};
   std::array<std::atomic<std::uint64_t>, kCloseReasonCount> closedBy_{};
+  std::atomic<std::uint64_t> bytesIn_{0};
+  std::atomic<std::uint64_t> bytesOut_{0};
   bool started_ = false;
   std::atomic<bool> stopping_{false};  // read by I/O loops
   std::function<void()> stopDone_;

@@ -9,7 +9,7 @@ build_pkgs=(g++ cmake make pkg-config libspdlog-dev libssl-dev openssl libgtest-
 # Bench peers and the real clients the tests and examples talk to.
 peer_pkgs=(libevent-dev libuv1-dev libasio-dev sockperf socat netcat-openbsd wrk curl
   redis-server redis-tools nginx-light gnuplot-nox nlohmann-json3-dev libcli11-dev iproute2 procps python3
-  valgrind)
+  valgrind prometheus)  # prometheus: promtool checks the /metrics text (tests/metrics)
 
 all=("${build_pkgs[@]}" "${peer_pkgs[@]}")
 # One dpkg-query for all of them; a package dpkg has never heard of is not listed.

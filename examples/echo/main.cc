@@ -29,6 +29,7 @@
 #include <keel/net/Server.h>
 #include <keel/net/TcpTuning.h>
 #include "../common/ExampleMain.h"
+#include "../common/ExampleMetrics.h"
 #include "../common/ExampleTls.h"
 
 namespace {
@@ -67,6 +68,8 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   keel::example::TlsFlags tlsFlags;
   keel::example::addTlsOptions(app, tlsFlags);
+  keel::example::MetricsFlags metricsFlags;
+  keel::example::addMetricsOptions(app, metricsFlags);
   CLI11_PARSE(app, argc, argv);
   keel::TlsContext::Ptr tls;
   if (tlsFlags.on() && !(tls = keel::example::serverTls(tlsFlags, "keel-echo"))) return 1;
@@ -105,6 +108,8 @@ int main(int argc, char** argv) {
     conn.pipeline().emplaceLast<Echo>();
   });
   if (keel::example::startAndAnnounce(server, "keel-echo", tls ? " (tls)" : "") != 0) return 1;
+  std::unique_ptr<keel::example::ExampleMetrics> metrics;
+  if (keel::example::startMetrics(metricsFlags, server, host, "keel-echo", metrics) != 0) return 1;
   loop.loop();
   if (!unixPath.empty()) ::unlink(unixPath.c_str());
   return 0;

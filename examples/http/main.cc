@@ -45,6 +45,7 @@
 #include <keel/net/Connection.h>
 #include <keel/net/Server.h>
 #include "../common/ExampleMain.h"
+#include "../common/ExampleMetrics.h"
 #include "../common/ExampleTls.h"
 
 #include "HttpParser.h"
@@ -268,6 +269,8 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   keel::example::TlsFlags tlsFlags;
   keel::example::addTlsOptions(app, tlsFlags);
+  keel::example::MetricsFlags metricsFlags;
+  keel::example::addMetricsOptions(app, metricsFlags);
   CLI11_PARSE(app, argc, argv);
   keel::TlsContext::Ptr tls;
   if (tlsFlags.on() && !(tls = keel::example::serverTls(tlsFlags, "keel-http", {"http/1.1"}))) return 1;
@@ -306,6 +309,8 @@ int main(int argc, char** argv) {
     c.pipeline().emplaceLast<HttpHello>(bodyTimeout);
   });
   if (keel::example::startAndAnnounce(server, "keel-http", tls ? " (tls)" : "") != 0) return 1;
+  std::unique_ptr<keel::example::ExampleMetrics> metrics;
+  if (keel::example::startMetrics(metricsFlags, server, host, "keel-http", metrics) != 0) return 1;
   loop.loop();
   return 0;
 }

@@ -34,6 +34,7 @@
 #include <keel/net/Server.h>
 #include <keel/net/TcpTuning.h>
 #include "../common/ExampleMain.h"
+#include "../common/ExampleMetrics.h"
 #include "../common/ExampleTls.h"
 
 #include "RespProtocol.h"
@@ -156,6 +157,8 @@ int main(int argc, char** argv) {
   app.add_option("--max-memory", storeOptions.maxMemoryBytes, "cap on keys+values held (bytes)");
   keel::example::TlsFlags tlsFlags;
   keel::example::addTlsOptions(app, tlsFlags);
+  keel::example::MetricsFlags metricsFlags;
+  keel::example::addMetricsOptions(app, metricsFlags);
   CLI11_PARSE(app, argc, argv);
   keel::TlsContext::Ptr tls;
   if (tlsFlags.on() && !(tls = keel::example::serverTls(tlsFlags, "keel-resp"))) return 1;
@@ -197,6 +200,8 @@ int main(int argc, char** argv) {
     conn.pipeline().emplaceLast<Resp>(store);
   });
   if (keel::example::startAndAnnounce(server, "keel-resp", tls ? " (tls)" : "") != 0) return 1;
+  std::unique_ptr<keel::example::ExampleMetrics> metrics;
+  if (keel::example::startMetrics(metricsFlags, server, host, "keel-resp", metrics) != 0) return 1;
   loop.loop();
   return 0;
 }
