@@ -144,8 +144,10 @@ std::uint64_t measure(Server::PipelineInit init, std::size_t payload, bool frame
   }
   const std::uint64_t raw = loopAllocs(srv) - before;
   const std::uint64_t measured = raw >= baseline ? raw - baseline : 0;
-  std::printf("[ figures  ] coroutine, %zu-byte %s messages: %llu allocation(s) on the loop thread in %d round trips\n",
-              payload, framed ? "framed" : "raw", static_cast<unsigned long long>(measured), kMeasured);
+  std::printf(
+      "[ figures  ] coroutine, %zu-byte %s messages: %llu allocation(s) on the loop thread in %d round "
+      "trips\n",
+      payload, framed ? "framed" : "raw", static_cast<unsigned long long>(measured), kMeasured);
   return measured;
 }
 
@@ -153,7 +155,9 @@ TEST(CoroAllocation, AnAllocatingCoroutineIsCaught) {
   EXPECT_GE(measure(coInit(copyingEcho, false), 64, false), static_cast<std::uint64_t>(kMeasured));
 }
 
-TEST(CoroAllocation, Echo64ByteMessagesAllocateNothing) { EXPECT_EQ(measure(coInit(echo, false), 64, false), 0u); }
+TEST(CoroAllocation, Echo64ByteMessagesAllocateNothing) {
+  EXPECT_EQ(measure(coInit(echo, false), 64, false), 0u);
+}
 
 TEST(CoroAllocation, Echo16KiBMessagesAllocateNothing) {
   EXPECT_EQ(measure(coInit(echo, false), 16 << 10, false), 0u);
