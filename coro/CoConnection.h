@@ -69,6 +69,13 @@ class CoConnection final : public Handler, private ParkingExecutor {
   explicit CoConnection(Body body = {}, CoroErrorHandler onError = {}, CoConnectionOptions options = {});
   ~CoConnection() override;
 
+  // The outbound Handler methods keep their names (they take a context); the
+  // coroutine's write/writeFrame/close/shutdown below are overloads, not overrides.
+  using Handler::close;
+  using Handler::shutdown;
+  using Handler::write;
+  using Handler::writeFrame;
+
   // ---- awaitables (the coroutine's side) ------------------------------------
   class ReadOp;
   class WriteOp;

@@ -115,7 +115,7 @@ TEST(CoConnection, PeerClosedResumesOnFinAndTheAnswerStillArrives) {
     c.pipeline().emplaceLast<CoConnection>([](CoConnection& conn) -> Task<> {
       if (!co_await conn.peerClosed()) co_return;
       auto r = co_await conn.read();  // nothing more will come
-      co_await conn.write(r.error() == CoroErrc::EndOfStream ? "eof" : "??");
+      (void)co_await conn.write(r.error() == CoroErrc::EndOfStream ? "eof" : "??");
     });
   });
   BlockingClient client(srv.address());
@@ -224,12 +224,11 @@ TEST(CoConnection, ReadTimeoutsRacingArrivingBytesLoseAndRepeatNothing) {
 }
 
 TEST(CoConnection, AnExceptionReachesTheHandlerAndClosesTheConnection) {
-  Seen seen;
   std::atomic<bool> handled{false};
   ServerThread srv(SocketAddress::loopback4(0), {}, [&](Connection& c) {
     c.pipeline().emplaceLast<CoConnection>(
         [](CoConnection& conn) -> Task<> {
-          co_await conn.read();
+          (void)co_await conn.read();
           throw std::runtime_error("bad request");
         },
         [&handled](std::exception_ptr e) {

@@ -68,7 +68,7 @@ TEST(CoroTask, AnExceptionReachesTheSpawnersHandler) {
   spawn(
       loop,
       [](EventLoop& l) -> Task<> {
-        co_await sleep(l, 1ms);
+        (void)co_await sleep(l, 1ms);
         const int v = co_await []() -> Task<int> {
           throw std::runtime_error("boom");
           co_return 1;
@@ -95,7 +95,7 @@ TEST(CoroTask, AnUnhandledExceptionIsLoggedAndTheLoopGoesOn) {
     co_return;
   }());
   spawn(loop, [](EventLoop& l, bool& o) -> Task<> {
-    co_await sleep(l, 1ms);
+    (void)co_await sleep(l, 1ms);
     o = true;
   }(loop, other));
   EXPECT_TRUE(runUntil(loop, [&] { return other; }));
@@ -108,7 +108,7 @@ struct Witness {
 
 Task<> nestedSleeper(EventLoop& loop, int& destroyed, int& resumed) {
   Witness w{&destroyed};
-  co_await sleep(loop, 1h);
+  (void)co_await sleep(loop, 1h);
   ++resumed;
 }
 
