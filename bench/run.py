@@ -100,6 +100,25 @@ QUICK = dict(
 METRICS = "keel-echo+metrics"
 
 
+def coro_servers(bindir, keel_name):
+    """The coroutine rows of sections 1 and 3 (issue 15): keel-echo --coroutine on one loop, and
+    Asio's own C++20-coroutine echo on one thread."""
+    return [
+        Server(keel_name, bindir / "keel-echo", ["--threads", "0", "--coroutine"], "keel-echo --coroutine (1 loop)"),
+        Server("asio-coro-echo", bindir / "asio-coro-echo", [], "asio-coro-echo (C++20 coroutines)"),
+    ]
+
+
+def coro_ratios(rows, coro, pairs, field, group):
+    """Per group (size or connections): coro's figure / each named peer's, from the same run's medians."""
+    out = {}
+    for g in sorted({r[group] for r in rows}):
+        by = {r["server"]: r for r in rows if r[group] == g and r.get("status") == "ok"}
+        if coro in by:
+            out[str(g)] = {f"{field}/{peer}": ratio(by[coro][field], by[peer][field]) for peer in pairs if peer in by}
+    return out
+
+
 def section_latency(cfg, bindir):
     say("\n== 1. small-packet ping-pong latency (one connection, one message in flight)")
     client = bindir / "keel-pingpong"
@@ -113,7 +132,7 @@ def section_latency(cfg, bindir):
         Server("libevent-echo", bindir / "libevent-echo", []),
         Server("libuv-echo", bindir / "libuv-echo", []),
         Server("asio-echo", bindir / "asio-echo", []),
-    ]
+    ] + coro_servers(bindir, "keel-echo-coro")
     # A change to the library is judged against the binary it replaces, in
     # the same run: KEEL_BENCH_BASELINE_ECHO names an older keel-echo build.
     baseline = os.environ.get("KEEL_BENCH_BASELINE_ECHO")
@@ -217,8 +236,14 @@ def section_latency(cfg, bindir):
     if mrows:
         say("\n  metrics cost: keel-echo with --metrics-port vs without (ratio = with / without)")
         say(table(["size", "p50 off", "p50 on", "p50 ratio", "p99 off", "p99 on", "p99 ratio"], mrows, "rrrrrrr"))
+    coro = {k: coro_ratios(rows, "keel-echo-coro", ["keel-echo", "asio-coro-echo"], k, "size")
+            for k in ("p50_us", "p99_us")}
+    say("  coroutine cost (keel-echo --coroutine / peer; goal p50 <= 1.03 x keel-echo, <= 1.00 x asio-coro-echo): "
+        + "; ".join(f"{z} B " + ", ".join(f"{k} {fmt_ratio(v)}" for k, v in d.items())
+                    for z, d in coro["p50_us"].items()))
     return {
         "status": "ok",
+        "coroutine_ratios": coro,
         "client": "keel-pingpong --nodelay 1 --mode echo",
         "sizes": sizes,
         "rounds": rounds,
@@ -245,7 +270,7 @@ def section_throughput(cfg, bindir):
         Server("libevent-echo", bindir / "libevent-echo", []),
         Server("libuv-echo", bindir / "libuv-echo", []),
         Server("asio-echo", bindir / "asio-echo", []),
-    ]
+    ] + coro_servers(bindir, "keel-echo-coro/1loop")
     conns = cfg["tput_conns"]
     rounds = cfg["tput_rounds"]
     if not client.is_file():
@@ -313,8 +338,13 @@ def section_throughput(cfg, bindir):
                         else row["status"])
         trows.append(line)
     say(table(["server"] + [f"{c} conn" for c in conns], trows))
+    coro = coro_ratios(rows, "keel-echo-coro/1loop", ["keel-echo/1loop", "asio-coro-echo"], "mib_per_s",
+                       "connections")
+    say("  coroutine throughput (keel-echo --coroutine / peer; goal >= 0.97 x keel-echo): "
+        + "; ".join(f"{c} conn " + ", ".join(f"{k} {fmt_ratio(v)}" for k, v in d.items()) for c, d in coro.items()))
     return {
         "status": "ok",
+        "coroutine_ratios": coro,
         "client": "keel-tput",
         "block": block,
         "connections": conns,

@@ -57,7 +57,31 @@ EventLoop::EventLoop(LoopOptions options)
 }
 
 EventLoop::~EventLoop() {
+  // Attachments go first, newest first: their destructors may still cancel
+  // timers or queue work on this loop.
+  while (!attachments_.empty()) {
+    std::unique_ptr<LoopAttachment> a = std::move(attachments_.back().second);
+    attachments_.pop_back();
+    a.reset();
+  }
   if (t_loop == this) t_loop = nullptr;
+}
+
+LoopAttachment* EventLoop::attachment(const void* key) const noexcept {
+  for (const auto& [k, a] : attachments_) {
+    if (k == key) return a.get();
+  }
+  return nullptr;
+}
+
+void EventLoop::attach(const void* key, std::unique_ptr<LoopAttachment> a) {
+  for (auto& [k, old] : attachments_) {
+    if (k == key) {
+      old = std::move(a);
+      return;
+    }
+  }
+  attachments_.emplace_back(key, std::move(a));
 }
 
 void EventLoop::assertInLoopThread(const char* fn) const {

@@ -16,10 +16,12 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <span>
 #include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <sys/epoll.h>
@@ -51,6 +53,15 @@ class Deferred {
  private:
   friend class EventLoop;
   EventLoop* loop_ = nullptr;  // set while scheduled
+};
+
+// Per-loop state that another part of keel attaches to a loop (coro/Spawn.h
+// keeps its detached coroutines here). The loop destroys its attachments
+// first thing in its destructor, newest first, while timers and the rest of
+// the loop still work: what they own can cancel timers on the way out.
+class LoopAttachment {
+ public:
+  virtual ~LoopAttachment() = default;
 };
 
 // Aborts with `fn` named when called off `loop`'s thread, in builds with
@@ -169,6 +180,11 @@ class EventLoop {
   // Any thread: relaxed loads of figures only the loop thread writes.
   [[nodiscard]] Load load() const noexcept;
 
+  // Loop thread. The attachment stored under `key` (any address unique to
+  // the caller), or null; attach() stores one, replacing an old one.
+  [[nodiscard]] LoopAttachment* attachment(const void* key) const noexcept;
+  void attach(const void* key, std::unique_ptr<LoopAttachment> a);
+
   // The loop running on this thread, or nullptr.
   [[nodiscard]] static EventLoop* current() noexcept;
 
@@ -218,6 +234,7 @@ class EventLoop {
   std::vector<Task> endRunning_;
   std::vector<Deferred*> deferred_;
   std::vector<Deferred*> deferredRunning_;
+  std::vector<std::pair<const void*, std::unique_ptr<LoopAttachment>>> attachments_;
 };
 
 }  // namespace keel

@@ -12,7 +12,7 @@ cd "$root"
 # A missing binary is reported here and becomes a "not built" row, never a
 # failure. keel-echo needs KEEL_BUILD_EXAMPLES=ON.
 missing=()
-for b in keel-pingpong floor-echo keel-echo keel-rr keel-tput micro_bench timer_bench libevent-echo libuv-echo asio-echo \
+for b in keel-pingpong floor-echo keel-echo keel-rr keel-tput micro_bench timer_bench libevent-echo libuv-echo asio-echo asio-coro-echo \
   keel-http keel-http-close keel-sws; do
   [ -x "$bin/$b" ] || missing+=("$b")
 done

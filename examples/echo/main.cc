@@ -3,7 +3,7 @@
 //
 //   keel-echo --port 7000 [--threads 2] [--unix /tmp/echo.sock]
 //             [--profile kernel|latency|throughput] [--idle-timeout-ms 30000]
-//             [--tls-cert FILE --tls-key FILE]
+//             [--tls-cert FILE --tls-key FILE] [--coroutine]
 //
 // What it shows: a Server, a one-method Handler as the application, I/O
 // loops on threads, and a clean stop on SIGINT/SIGTERM that lets every
@@ -14,6 +14,9 @@
 //               for --idle-timeout-ms (heartbeat/IdleReaper.h).
 //   TlsHandler  with --tls-cert/--tls-key: TLS under everything above it,
 //               after TcpTuning so the profile still sees every write.
+// --coroutine: the same echo written as one coroutine per connection
+// (coro/CoConnection.h), the last handler in place of Echo; the policy
+// handlers in front are the same. docs/coroutines.md.
 // Try it:  socat - TCP:127.0.0.1:7000   or   socat - UNIX-CONNECT:/tmp/echo.sock
 //   TLS:   openssl s_client -quiet -CAfile ca.pem -connect localhost:7000
 #include <chrono>
@@ -24,6 +27,7 @@
 #include <CLI/CLI.hpp>
 
 #include <keel/core/EventLoop.h>
+#include <keel/coro/CoConnection.h>
 #include <keel/heartbeat/IdleReaper.h>
 #include <keel/net/Buffer.h>
 #include <keel/net/Server.h>
@@ -46,6 +50,17 @@ class Echo final : public keel::Handler {
   }
 };
 
+// The coroutine version: read what came, write it back, until EOF or close.
+// write() completes at once below the high watermark and suspends above it,
+// so a peer that does not read stops this loop instead of growing a queue.
+keel::Task<> echoCoroutine(keel::CoConnection& conn) {
+  for (;;) {
+    auto in = co_await conn.read();
+    if (!in) co_return;  // the peer's FIN, or the connection closed
+    if (!co_await conn.write(*in)) co_return;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -66,6 +81,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember(keel::example::kProfileNames));
   app.add_option("--idle-timeout-ms", idleMs, "close connections idle (no byte either way) this long; 0: off")
       ->check(CLI::NonNegativeNumber);
+  bool coroutine = false;
+  app.add_flag("--coroutine", coroutine,
+               "echo with one coroutine per connection instead of a callback handler");
   keel::example::TlsFlags tlsFlags;
   keel::example::addTlsOptions(app, tlsFlags);
   keel::example::MetricsFlags metricsFlags;
@@ -101,11 +119,15 @@ int main(int argc, char** argv) {
   // Runs on the connection's loop for every new connection. Order matters:
   // TcpTuning sits nearest the socket so it sees every write; the kernel
   // profile is the kernel's own defaults, so it needs no handler at all.
-  server.setPipelineInit([profile, idle, tls](keel::Connection& conn) {
+  server.setPipelineInit([profile, idle, tls, coroutine](keel::Connection& conn) {
     if (profile != keel::TcpProfile::Kernel) conn.pipeline().emplaceLast<keel::TcpTuning>(profile);
     if (tls) conn.pipeline().emplaceLast<keel::TlsHandler>(tls);
     if (idle.any()) conn.pipeline().emplaceLast<keel::IdleReaper>(idle, keel::IdleAction::Close);
-    conn.pipeline().emplaceLast<Echo>();
+    if (coroutine) {
+      conn.pipeline().emplaceLast<keel::CoConnection>(echoCoroutine);
+    } else {
+      conn.pipeline().emplaceLast<Echo>();
+    }
   });
   if (keel::example::startAndAnnounce(server, "keel-echo", tls ? " (tls)" : "") != 0) return 1;
   std::unique_ptr<keel::example::ExampleMetrics> metrics;

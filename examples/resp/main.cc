@@ -3,7 +3,7 @@
 // redis-benchmark) on one keel loop.
 //
 //   keel-resp --port 6380 [--tcp latency|kernel|throughput] [--threads N]
-//             [--max-memory BYTES] [--tls-cert FILE --tls-key FILE]
+//             [--max-memory BYTES] [--tls-cert FILE --tls-key FILE] [--coroutine]
 //   redis-cli -p 6380 SET k v;  redis-benchmark -p 6380 -t ping,set,get -P 16
 //   TLS:  redis-cli --tls --cacert ca.pem -p 6380 PING
 //
@@ -21,7 +21,9 @@
 //     client's FIN but still wait behind backpressure are run and answered
 //     as the client reads, and only then is the connection closed;
 //   - RESP over TLS with --tls-cert/--tls-key: a TlsHandler between
-//     TcpTuning and the protocol, which reads plaintext as before.
+//     TcpTuning and the protocol, which reads plaintext as before;
+//   - with --coroutine, the same request loop as one coroutine per
+//     connection (CoResp.h), behind the same handlers.
 #include <csignal>
 #include <cstdio>
 #include <string>
@@ -31,12 +33,14 @@
 #include <keel/core/EventLoop.h>
 #include <keel/net/Buffer.h>
 #include <keel/net/Connection.h>
+#include <keel/net/HalfClose.h>
 #include <keel/net/Server.h>
 #include <keel/net/TcpTuning.h>
 #include "../common/ExampleMain.h"
 #include "../common/ExampleMetrics.h"
 #include "../common/ExampleTls.h"
 
+#include "CoResp.h"
 #include "RespProtocol.h"
 #include "RespStore.h"
 
@@ -155,6 +159,9 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "I/O threads (0: everything on the main loop; >0 locks the store)");
   app.add_option("--tcp", tcp, "TCP tuning profile")->check(CLI::IsMember(keel::example::kProfileNames));
   app.add_option("--max-memory", storeOptions.maxMemoryBytes, "cap on keys+values held (bytes)");
+  bool coroutine = false;
+  app.add_flag("--coroutine", coroutine,
+               "serve each connection with a coroutine (CoResp.h) instead of a handler");
   keel::example::TlsFlags tlsFlags;
   keel::example::addTlsOptions(app, tlsFlags);
   keel::example::MetricsFlags metricsFlags;
@@ -192,12 +199,19 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "keel-resp: signals: %s\n", ec.message().c_str());
     return 1;
   }
-  server.setPipelineInit([&store, profile, tls](keel::Connection& conn) {
+  server.setPipelineInit([&store, profile, tls, coroutine](keel::Connection& conn) {
     // First, nearest the socket. A read that gets an answer has its ACK
     // carried by that answer: QUICKACK is re-armed only after partial commands.
     conn.pipeline().emplaceLast<keel::TcpTuning>(profile).setQuickAckOnlyWhenSilent(true);
     if (tls) conn.pipeline().emplaceLast<keel::TlsHandler>(tls);
-    conn.pipeline().emplaceLast<Resp>(store);
+    if (coroutine) {
+      // The coroutine closes after answering what came before a FIN.
+      conn.pipeline().emplaceLast<keel::HalfClose>(keel::HalfClosePolicy::StayOpen);
+      conn.pipeline().emplaceLast<keel::CoConnection>(
+          [&store](keel::CoConnection& c) { return keel::resp::serveCoroutine(c, store); });
+    } else {
+      conn.pipeline().emplaceLast<Resp>(store);
+    }
   });
   if (keel::example::startAndAnnounce(server, "keel-resp", tls ? " (tls)" : "") != 0) return 1;
   std::unique_ptr<keel::example::ExampleMetrics> metrics;
