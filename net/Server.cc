@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <future>
 
+#include <fcntl.h>
+
 #include "keel/core/Log.h"
 #include "keel/core/SignalWatcher.h"
 #include "keel/net/TimeWaitCounter.h"
@@ -34,9 +36,10 @@ Server::~Server() {
   alive_.reset();  // tasks still queued anywhere now skip this server
   if (stopTimer_.valid()) loop_.cancel(stopTimer_);
   if (budgetTimer_.valid()) loop_.cancel(budgetTimer_);
-  acceptor_.reset();
+  if (drainTimer_.valid()) loop_.cancel(drainTimer_);
+  acceptors_.clear();
   runOnEachLoopAndWait([](Slot& s) {
-    s.acceptor.reset();
+    s.acceptors.clear();
     for (auto& [id, conn] : s.connections) conn->close(CloseReason::Shutdown, CloseMode::Now);
     s.connections.clear();
   });
@@ -75,33 +78,27 @@ std::error_code Server::start() {
     slots_.push_back(std::move(slot));
   }
   std::error_code result;
-  if (options_.reusePort && options_.ioThreads > 0) {
+  if (!adopted_.empty()) {
+    result = startAdopted();
+  } else if (options_.reusePort && options_.ioThreads > 0) {
     // Every I/O loop gets its own listener on the same address; the first one
     // fixes the port when port 0 was asked for.
     bound_ = listen_;
     runOnEachLoopAndWait([this, &result](Slot& s) {
       if (result) return;
-      s.acceptor = std::make_unique<Acceptor>(
-          *s.loop,
-          [this, &s](Socket sock, const SocketAddress& peer) { onAccepted(s, std::move(sock), peer); },
-          options_.acceptBatch);
-      result = s.acceptor->listen(bound_, true, options_.backlog);
-      if (!result) bound_ = s.acceptor->localAddress();
+      s.acceptors.push_back(makeAcceptor(s, *s.loop));
+      result = s.acceptors.back()->listen(bound_, true, options_.backlog);
+      if (!result) bound_ = s.acceptors.back()->localAddress();
     });
   } else {
-    acceptor_ = std::make_unique<Acceptor>(
-        loop_,
-        [this](Socket sock, const SocketAddress& peer) {
-          onAccepted(*slots_.front(), std::move(sock), peer);
-        },
-        options_.acceptBatch);
-    result = acceptor_->listen(listen_, false, options_.backlog);
-    if (!result) bound_ = acceptor_->localAddress();
+    acceptors_.push_back(makeAcceptor(*slots_.front(), loop_));
+    result = acceptors_.back()->listen(listen_, false, options_.backlog);
+    if (!result) bound_ = acceptors_.back()->localAddress();
   }
   if (result) {
     KEEL_ERROR("server: cannot listen on {}: {}", listen_.toString(), result.message());
-    acceptor_.reset();
-    runOnEachLoopAndWait([](Slot& s) { s.acceptor.reset(); });
+    acceptors_.clear();
+    runOnEachLoopAndWait([](Slot& s) { s.acceptors.clear(); });
     pool_.stop();
     slots_.clear();
     return result;
@@ -109,6 +106,116 @@ std::error_code Server::start() {
   started_ = true;
   KEEL_INFO("server: listening on {} with {} I/O loop(s)", bound_.toString(), pool_.size());
   return {};
+}
+
+std::unique_ptr<Acceptor> Server::makeAcceptor(Slot& slot, EventLoop& on) {
+  return std::make_unique<Acceptor>(
+      on, [this, &slot](Socket sock, const SocketAddress& peer) { onAccepted(slot, std::move(sock), peer); },
+      options_.acceptBatch);
+}
+
+std::error_code Server::adoptListeners(std::vector<Fd> listeners) {
+  KEEL_ASSERT_IN_LOOP(loop_, "Server::adoptListeners");
+  if (started_) return std::make_error_code(std::errc::already_connected);
+  if (listeners.empty()) return std::make_error_code(std::errc::invalid_argument);
+  if (listeners.size() > kMaxAdoptedListeners) return ListenerError::TooMany;
+  for (const Fd& fd : listeners) {
+    if (auto ec = checkListener(fd.get(), listen_.family())) return ec;
+  }
+  adopted_ = std::move(listeners);
+  return {};
+}
+
+std::error_code Server::startAdopted() {
+  std::vector<Fd> fds = std::move(adopted_);
+  adopted_.clear();
+  {
+    Socket first(std::move(fds.front()));
+    bound_ = first.localAddress();
+    fds.front() = first.release();
+  }
+  if (!(options_.reusePort && options_.ioThreads > 0)) {
+    for (Fd& fd : fds) {
+      acceptors_.push_back(makeAcceptor(*slots_.front(), loop_));
+      if (auto ec = acceptors_.back()->adopt(Socket(std::move(fd)))) return ec;
+    }
+    return {};
+  }
+  // Loops beyond the sockets share a socket through a dup: two epoll
+  // instances watching one queue is correct (accept is non-blocking and the
+  // loser sees EAGAIN), just less even than the kernel's reuseport spread.
+  const std::size_t count = fds.size();
+  for (std::size_t i = count; i < slots_.size(); ++i) {
+    const int dup = ::fcntl(fds[i % count].get(), F_DUPFD_CLOEXEC, 3);
+    if (dup < 0) return {errno, std::generic_category()};
+    fds.emplace_back(dup);
+  }
+  std::error_code result;
+  for (std::size_t i = 0; i < fds.size(); ++i) {
+    Slot& s = *slots_[i % slots_.size()];
+    std::promise<void> done;
+    Fd fd = std::move(fds[i]);
+    s.loop->runInLoop([this, &s, &fd, &result, &done] {
+      s.acceptors.push_back(makeAcceptor(s, *s.loop));
+      if (auto ec = s.acceptors.back()->adopt(Socket(std::move(fd)))) result = ec;
+      done.set_value();
+    });
+    done.get_future().wait();
+    if (result) return result;
+  }
+  return {};
+}
+
+std::vector<Fd> Server::exportListeners(std::error_code& ec) {
+  KEEL_ASSERT_IN_LOOP(loop_, "Server::exportListeners");
+  std::vector<Fd> out;
+  ec = started_ && !stopping_ ? std::error_code{} : std::make_error_code(std::errc::not_connected);
+  if (ec) return out;
+  auto take = [&out, &ec](const std::vector<std::unique_ptr<Acceptor>>& acceptors) {
+    for (const auto& a : acceptors) {
+      if (ec || !a->listening()) continue;
+      Fd fd = a->duplicate(ec);
+      if (!ec) out.push_back(std::move(fd));
+    }
+  };
+  take(acceptors_);
+  std::mutex m;
+  runOnEachLoopAndWait([&](Slot& s) {
+    std::lock_guard lock(m);
+    take(s.acceptors);
+  });
+  if (!ec && out.empty()) ec = std::make_error_code(std::errc::not_connected);
+  if (ec) out.clear();
+  return out;
+}
+
+void Server::stopAccepting() {
+  KEEL_ASSERT_IN_LOOP(loop_, "Server::stopAccepting");
+  // Closed, not destroyed: stats() still reads their counters.
+  for (auto& a : acceptors_) a->close();
+  for (auto& s : slots_) {
+    s->loop->runInLoop([&slot = *s, alive = aliveWeak_] {
+      if (alive.expired()) return;
+      for (auto& a : slot.acceptors) a->close();
+    });
+  }
+}
+
+void Server::drain(Duration timeout, std::function<void()> done) {
+  loop_.assertInLoopThread();
+  if (!started_ || stopping_) return;
+  stopping_ = true;  // from here on the last close reports to finishStopIfDone
+  draining_ = true;
+  stopDone_ = std::move(done);
+  stopAccepting();
+  KEEL_INFO("server: draining {} connection(s), at most {} ms", count_.load(),
+            std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count());
+  drainTimer_ = loop_.runAfter(timeout, [this] {
+    drainTimer_ = {};
+    KEEL_INFO("server: {} connection(s) still open after the drain timeout; stopping them", count_.load());
+    beginGracefulStop();
+  });
+  finishStopIfDone();
 }
 
 void Server::onAccepted(Slot& acceptingSlot, Socket socket, const SocketAddress& peer) {
@@ -175,14 +282,25 @@ void Server::onClosed(Slot& slot, const Connection::Ptr& conn) {
 
 void Server::stop(std::function<void()> done) {
   loop_.assertInLoopThread();
+  if (draining_) {  // the drain's wait is over
+    if (done) stopDone_ = std::move(done);
+    return beginGracefulStop();
+  }
   if (!started_ || stopping_) return;
   stopping_ = true;
   stopDone_ = std::move(done);
-  if (acceptor_) acceptor_->close();  // closed, not destroyed: stats() still reads it
+  beginGracefulStop();
+  finishStopIfDone();
+}
+
+void Server::beginGracefulStop() {
+  draining_ = false;
+  if (drainTimer_.valid()) loop_.cancel(drainTimer_);
+  drainTimer_ = {};
+  stopAccepting();
   for (auto& s : slots_) {
     s->loop->runInLoop([&slot = *s, alive = aliveWeak_] {
       if (alive.expired()) return;
-      if (slot.acceptor) slot.acceptor->close();
       for (auto& [id, conn] : slot.connections) conn->shutdown(CloseReason::Shutdown);
     });
   }
@@ -192,7 +310,6 @@ void Server::stop(std::function<void()> done) {
       KEEL_INFO("server: {} connection(s) still open after the stop timeout; aborting", count_.load());
     abortRemaining();
   });
-  finishStopIfDone();
 }
 
 void Server::abortRemaining() {
@@ -215,6 +332,10 @@ std::error_code Server::stopOnSignals(std::initializer_list<int> signals, std::f
 }
 
 void Server::onStopSignal(int signo, const std::function<void()>& done) {
+  if (draining_) {
+    KEEL_INFO("server: signal {} while draining; stopping", signo);
+    return beginGracefulStop();
+  }
   if (stopping_) {
     KEEL_INFO("server: signal {} while stopping; aborting {} connection(s)", signo, count_.load());
     abortRemaining();
@@ -232,6 +353,9 @@ void Server::finishStopIfDone() {
   if (!stopping_ || count_.load(std::memory_order_relaxed) != 0) return;
   if (stopTimer_.valid()) loop_.cancel(stopTimer_);
   stopTimer_ = {};
+  if (drainTimer_.valid()) loop_.cancel(drainTimer_);
+  drainTimer_ = {};
+  draining_ = false;
   if (stopDone_) {
     auto done = std::move(stopDone_);
     stopDone_ = nullptr;
@@ -341,9 +465,10 @@ ServerStats Server::stats() const {
   if (started_ && bound_.isInet()) st.timeWait = serverTimeWait(bound_).value_or(0);
   // Acceptors live until the server is destroyed and their counters are
   // atomic, so this is safe from any thread.
-  if (acceptor_) st.droppedNoFd += acceptor_->stats().droppedNoFd.load(std::memory_order_relaxed);
+  for (const auto& a : acceptors_) st.droppedNoFd += a->stats().droppedNoFd.load(std::memory_order_relaxed);
   for (const auto& s : slots_) {
-    if (s->acceptor) st.droppedNoFd += s->acceptor->stats().droppedNoFd.load(std::memory_order_relaxed);
+    for (const auto& a : s->acceptors)
+      st.droppedNoFd += a->stats().droppedNoFd.load(std::memory_order_relaxed);
   }
   return st;
 }

@@ -1,9 +1,10 @@
 // keel-http: a minimal HTTP/1.1 "hello" server with keep-alive and request
 // pipelining.
 //
-//   keel-http --port 8080 [--threads 2] [--idle-seconds 60]
+//   keel-http --port 8080 [--threads 2 [--reuse-port]] [--idle-seconds 60]
 //             [--header-timeout-ms 10000] [--body-timeout-ms 30000]
 //             [--tls-cert FILE --tls-key FILE]
+//             [--handoff PATH [--drain-timeout-ms 10000]]
 //   curl http://127.0.0.1:8080/        -> hello
 //   wrk -t1 -c50 -d5s http://127.0.0.1:8080/
 //   with TLS (ALPN http/1.1):  curl --cacert ca.pem https://localhost:8080/
@@ -29,12 +30,24 @@
 //     connection is closed by the IdleReaper;
 //   - HTTPS by adding one handler: with --tls-cert/--tls-key a TlsHandler
 //     goes nearest the socket, and everything above it (deadlines, parser,
-//     pipelining, graceful shutdown) runs on plaintext unchanged.
+//     pipelining, graceful shutdown) runs on plaintext unchanged;
+//   - restarts that drop nobody (docs/operations-handoff.md): with --handoff
+//     PATH a new keel-http takes the listening sockets of the running one
+//     over PATH, and the old one drains: every request it has read is
+//     answered, each keep-alive connection gets `Connection: close` on its
+//     next response and closes after it, one idle for kDrainIdle closes
+//     as it is, and the process exits 0 (what is left at --drain-timeout-ms
+//     is shut down). Started by systemd with socket activation (LISTEN_FDS),
+//     it serves the sockets it was given instead of binding.
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
+#include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -43,6 +56,8 @@
 #include <keel/heartbeat/MessageDeadline.h>
 #include <keel/net/Buffer.h>
 #include <keel/net/Connection.h>
+#include <keel/net/Handoff.h>
+#include <keel/net/Listeners.h>
 #include <keel/net/Server.h>
 #include "../common/ExampleMain.h"
 #include "../common/ExampleTls.h"
@@ -52,6 +67,23 @@
 namespace {
 
 using keel::http::ParseStatus;
+
+// Set once this process has handed its listeners to a successor: from then
+// on every response says `Connection: close` and its connection closes
+// after it. Read by every I/O loop, written once by the base loop.
+std::atomic<bool> gDraining{false};
+
+// Told to every connection when the drain begins (Server::forEachConnection).
+struct DrainNow final : keel::UserEvent {};
+
+// During a drain, a keep-alive connection that has not sent a byte for this
+// long is closed as it is. Closing one that never sends again is the only
+// way to finish; the cost is the race every keep-alive close has (a request
+// sent just as the FIN leaves fails and the client retries it, as RFC 9112
+// 9.3.1 expects). A second is long past any client that is mid-exchange
+// (wrk sends its next request at once), so under load every connection
+// ends with a response marked close instead.
+constexpr std::chrono::milliseconds kDrainIdle{1000};
 
 // The Date header, formatted at most once per second per loop thread: the
 // loop's cached now() (read once per iteration) tells when a second passed,
@@ -137,7 +169,10 @@ class HeadTimeout final : public keel::Handler {
 class HttpHello final : public keel::Handler {
  public:
   explicit HttpHello(std::chrono::milliseconds bodyTimeout) : bodyTimeout_(bodyTimeout) {}
-  ~HttpHello() override { stopBodyClock(); }  // a torn-down connection skips handlerRemoved
+  ~HttpHello() override {  // a torn-down connection skips handlerRemoved
+    stopBodyClock();
+    stopDrainClock();
+  }
   HttpHello(const HttpHello&) = delete;
   HttpHello& operator=(const HttpHello&) = delete;
 
@@ -148,13 +183,20 @@ class HttpHello final : public keel::Handler {
   }
   void handlerRemoved(keel::HandlerContext&) override {
     stopBodyClock();
+    stopDrainClock();
     ctx_ = nullptr;
   }
   void onClosed(keel::HandlerContext& ctx, keel::CloseReason reason) override {
     stopBodyClock();
+    stopDrainClock();
     ctx.fireClosed(reason);
   }
+  void onUserEvent(keel::HandlerContext& ctx, const keel::UserEvent& event) override {
+    if (dynamic_cast<const DrainNow*>(&event) == nullptr) return ctx.fireUserEvent(event);
+    if (!done_ && !drainTimer_.valid()) armDrainClock();
+  }
   void onData(keel::HandlerContext& ctx, keel::Buffer& in) override {
+    ++reads_;
     if (done_) return in.retrieveAll();  // shutting down: drain and drop
     bool answered = false;               // a request completed in this call
     std::string& out = replyScratch();
@@ -176,6 +218,8 @@ class HttpHello final : public keel::Handler {
       }
       const std::string_view path = keel::http::requestPath(req.target);
       const bool body = req.method != keel::http::Method::Head;
+      // Draining: this response is the connection's last.
+      if (gDraining.load(std::memory_order_relaxed)) req.keepAlive = false;
       if (path != "/") {
         appendResponse(out, "404 Not Found", "not found\n", body, req.keepAlive, req.versionMinor, now);
       } else if (req.method == keel::http::Method::Other) {
@@ -195,9 +239,11 @@ class HttpHello final : public keel::Handler {
     if (done_) {
       in.retrieveAll();  // pipelined requests behind a close are not answered
       stopBodyClock();
+      stopDrainClock();
       ctx.shutdown();
       return;
     }
+    partial_ = in.readableBytes() > 0 || parser_.inBody();
     trackBody(answered);
   }
 
@@ -224,6 +270,23 @@ class HttpHello final : public keel::Handler {
     if (bodyTimer_.valid() && loop_ != nullptr) loop_->cancel(bodyTimer_);
     bodyTimer_ = {};
   }
+  // The drain's idle check: closes the connection when nothing arrived for
+  // a whole kDrainIdle and no request is half read.
+  void armDrainClock() {
+    readsAtDrainCheck_ = reads_;
+    drainTimer_ = loop_->runAfter(kDrainIdle, [this] {
+      drainTimer_ = {};
+      if (ctx_ == nullptr || done_) return;
+      if (reads_ != readsAtDrainCheck_ || partial_) return armDrainClock();
+      done_ = true;
+      stopBodyClock();
+      ctx_->shutdown();  // a shutdown, not a close: `this` stays alive
+    });
+  }
+  void stopDrainClock() noexcept {
+    if (drainTimer_.valid() && loop_ != nullptr) loop_->cancel(drainTimer_);
+    drainTimer_ = {};
+  }
   void onBodyClock() {
     bodyTimer_ = {};
     if (ctx_ == nullptr || !inBody_ || done_) return;
@@ -244,6 +307,10 @@ class HttpHello final : public keel::Handler {
   keel::TimerId bodyTimer_;
   keel::TimePoint bodySince_{};  // when the body being skipped began (its head was complete)
   bool inBody_ = false;
+  keel::TimerId drainTimer_;
+  std::uint64_t reads_ = 0;  // onData calls, to tell an idle connection during a drain
+  std::uint64_t readsAtDrainCheck_ = 0;
+  bool partial_ = false;  // part of a request is in (or being skipped): not idle
 };
 
 }  // namespace
@@ -256,6 +323,9 @@ int main(int argc, char** argv) {
   int idleSeconds = 60;
   std::int64_t headerTimeoutMs = 10'000;
   std::int64_t bodyTimeoutMs = 30'000;
+  bool reusePort = false;
+  std::string handoffPath;
+  std::int64_t drainTimeoutMs = 10'000;
   app.add_option("--host", host, "address to bind (numeric IPv4 or IPv6)");
   app.add_option("--port", port, "TCP port (0 picks a free one)");
   app.add_option("--threads", threads, "I/O threads (0: all on the main loop)");
@@ -266,6 +336,13 @@ int main(int argc, char** argv) {
   app.add_option("--body-timeout-ms", bodyTimeoutMs,
                  "a request body must be complete this long after its head, else 408 (0: no limit)")
       ->check(CLI::NonNegativeNumber);
+  app.add_flag("--reuse-port", reusePort, "with --threads: one SO_REUSEPORT listener per I/O loop");
+  app.add_option("--handoff", handoffPath,
+                 "Unix socket (\"@name\": abstract) to take the listeners of a running keel-http over, "
+                 "and to hand them to the next one");
+  app.add_option("--drain-timeout-ms", drainTimeoutMs,
+                 "after a handoff, shut down connections still open this long (then exit)")
+      ->check(CLI::PositiveNumber);
   keel::example::TlsFlags tlsFlags;
   keel::example::addTlsOptions(app, tlsFlags);
   CLI11_PARSE(app, argc, argv);
@@ -280,11 +357,39 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "keel-http: bad address %s\n", host.c_str());
     return 2;
   }
+  // Listeners from outside, in this order: systemd socket activation, then
+  // a running keel-http on --handoff PATH; otherwise bind --host/--port.
+  std::error_code inheritError;
+  std::vector<keel::Fd> inherited;
+  for (auto& l : keel::takeSystemdListeners(inheritError)) inherited.push_back(std::move(l.fd));
+  if (inheritError) {
+    std::fprintf(stderr, "keel-http: socket activation: %s\n", inheritError.message().c_str());
+    return 1;
+  }
+  if (!inherited.empty()) std::fprintf(stderr, "keel-http: %zu socket(s) from systemd\n", inherited.size());
+  std::optional<keel::Takeover> takeover;
+  if (inherited.empty() && !handoffPath.empty()) {
+    takeover = keel::requestHandoff(handoffPath, inheritError);
+    if (inheritError) {  // the running process (if any) keeps serving
+      std::fprintf(stderr, "keel-http: handoff from %s failed: %s\n", handoffPath.c_str(),
+                   inheritError.message().c_str());
+      return 1;
+    }
+    if (takeover) inherited = std::move(takeover->listeners);
+  }
   keel::ServerOptions options;
   options.ioThreads = threads;
+  options.reusePort = reusePort;
   options.connection.pauseReadingAtHighWatermark = true;  // pipelining without reading: stop reading
   options.connection.shutdownTimeout = std::chrono::seconds(5);
-  keel::Server server(loop, *addr, options);
+  // Adopted sockets bring their own address (and family).
+  keel::Server server(loop, inherited.empty() ? *addr : keel::SocketAddress{}, options);
+  if (!inherited.empty()) {
+    if (const std::error_code aec = server.adoptListeners(std::move(inherited))) {
+      std::fprintf(stderr, "keel-http: cannot adopt the listening sockets: %s\n", aec.message().c_str());
+      return 1;
+    }
+  }
   // SIGINT/SIGTERM: a graceful stop, then the loop quits (exit 0); a
   // second signal aborts whatever is still open.
   if (const std::error_code ec = server.stopOnSignals({SIGINT, SIGTERM})) {
@@ -306,6 +411,31 @@ int main(int argc, char** argv) {
     c.pipeline().emplaceLast<HttpHello>(bodyTimeout);
   });
   if (keel::example::startAndAnnounce(server, "keel-http", tls ? " (tls)" : "") != 0) return 1;
+  if (takeover) {
+    // Accepting now: the old process may stop. A failure here leaves both
+    // accepting on the same sockets, which loses nothing.
+    if (const std::error_code cec = takeover->confirm())
+      std::fprintf(stderr, "keel-http: handoff confirm: %s\n", cec.message().c_str());
+    else
+      std::fprintf(stderr, "keel-http: took over from pid %d\n", static_cast<int>(takeover->previousPid));
+  }
+  std::unique_ptr<keel::HandoffServer> handoff;
+  if (!handoffPath.empty()) {
+    const std::chrono::milliseconds drainTimeout(drainTimeoutMs);
+    handoff = std::make_unique<keel::HandoffServer>(
+        loop, handoffPath, [&server](std::error_code& e) { return server.exportListeners(e); },
+        [&server, &loop, drainTimeout] {
+          std::fprintf(stderr, "keel-http: handed over; draining %zu connection(s)\n",
+                       server.connectionCount());
+          gDraining.store(true, std::memory_order_relaxed);
+          server.forEachConnection(
+              [](const keel::Connection::Ptr& c) { c->pipeline().fireUserEvent(DrainNow{}); });
+          server.drain(drainTimeout, [&loop] { loop.quit(); });
+        });
+    if (const std::error_code hec = handoff->listen())  // serving goes on; only the next restart is off
+      std::fprintf(stderr, "keel-http: cannot listen on %s for a successor: %s\n", handoffPath.c_str(),
+                   hec.message().c_str());
+  }
   loop.loop();
   return 0;
 }
