@@ -124,7 +124,11 @@ std::error_code Takeover::confirm() {
   if (!channel_) return std::make_error_code(std::errc::not_connected);
   Fd fd = std::move(channel_);
   const ssize_t n = ::send(fd.get(), handoff::kAck.data(), handoff::kAck.size(), MSG_NOSIGNAL);
-  if (n != static_cast<ssize_t>(handoff::kAck.size())) return n < 0 ? lastError() : HandoffError::Protocol;
+  if (n != static_cast<ssize_t>(handoff::kAck.size())) {
+    // The old process gave up (its timeout) and closed the channel.
+    if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) return HandoffError::Refused;
+    return n < 0 ? lastError() : HandoffError::Protocol;
+  }
   char got[handoff::kReleased.size()];
   if (auto ec = readExactly(fd.get(), got, sizeof got)) return ec;
   if (std::string_view(got, sizeof got) != handoff::kReleased) return HandoffError::Protocol;

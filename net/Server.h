@@ -115,7 +115,8 @@ class Server {
   [[nodiscard]] std::vector<Fd> exportListeners(std::error_code& ec);
   // Closes this process's listening sockets; connections stay as they are.
   // A socket also held by another process (exported) keeps its queue, and
-  // that process accepts what is in it. Base loop thread.
+  // that process accepts what is in it. Base loop thread; returns once no
+  // loop accepts (it waits for each I/O loop).
   void stopAccepting();
   // The old process's half of a handoff: stopAccepting(), then wait for
   // every connection to close on its own (the application closes them when

@@ -90,14 +90,13 @@ std::vector<Fd> Server::exportListeners(std::error_code& ec) {
 
 void Server::stopAccepting() {
   KEEL_ASSERT_IN_LOOP(loop_, "Server::stopAccepting");
-  // Closed, not destroyed: stats() still reads their counters.
+  // Closed, not destroyed: stats() still reads their counters. Waited for,
+  // so that when this returns no loop accepts: a successor that was told
+  // "all yours" gets every connection from then on.
   for (auto& a : acceptors_) a->close();
-  for (auto& s : slots_) {
-    s->loop->runInLoop([&slot = *s, alive = aliveWeak_] {
-      if (alive.expired()) return;
-      for (auto& a : slot.acceptors) a->close();
-    });
-  }
+  runOnEachLoopAndWait([](Slot& s) {
+    for (auto& a : s.acceptors) a->close();
+  });
 }
 
 void Server::drain(Duration timeout, std::function<void()> done) {
