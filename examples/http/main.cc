@@ -56,34 +56,16 @@
 #include <keel/heartbeat/MessageDeadline.h>
 #include <keel/net/Buffer.h>
 #include <keel/net/Connection.h>
-#include <keel/net/Handoff.h>
-#include <keel/net/Listeners.h>
 #include <keel/net/Server.h>
 #include "../common/ExampleMain.h"
 #include "../common/ExampleTls.h"
 
 #include "HttpParser.h"
+#include "Restart.h"
 
 namespace {
 
 using keel::http::ParseStatus;
-
-// Set once this process has handed its listeners to a successor: from then
-// on every response says `Connection: close` and its connection closes
-// after it. Read by every I/O loop, written once by the base loop.
-std::atomic<bool> gDraining{false};
-
-// Told to every connection when the drain begins (Server::forEachConnection).
-struct DrainNow final : keel::UserEvent {};
-
-// During a drain, a keep-alive connection that has not sent a byte for this
-// long is closed as it is. Closing one that never sends again is the only
-// way to finish; the cost is the race every keep-alive close has (a request
-// sent just as the FIN leaves fails and the client retries it, as RFC 9112
-// 9.3.1 expects). A second is long past any client that is mid-exchange
-// (wrk sends its next request at once), so under load every connection
-// ends with a response marked close instead.
-constexpr std::chrono::milliseconds kDrainIdle{1000};
 
 // The Date header, formatted at most once per second per loop thread: the
 // loop's cached now() (read once per iteration) tells when a second passed,
@@ -192,7 +174,7 @@ class HttpHello final : public keel::Handler {
     ctx.fireClosed(reason);
   }
   void onUserEvent(keel::HandlerContext& ctx, const keel::UserEvent& event) override {
-    if (dynamic_cast<const DrainNow*>(&event) == nullptr) return ctx.fireUserEvent(event);
+    if (dynamic_cast<const keel::http::DrainNow*>(&event) == nullptr) return ctx.fireUserEvent(event);
     if (!done_ && !drainTimer_.valid()) armDrainClock();
   }
   void onData(keel::HandlerContext& ctx, keel::Buffer& in) override {
@@ -219,7 +201,7 @@ class HttpHello final : public keel::Handler {
       const std::string_view path = keel::http::requestPath(req.target);
       const bool body = req.method != keel::http::Method::Head;
       // Draining: this response is the connection's last.
-      if (gDraining.load(std::memory_order_relaxed)) req.keepAlive = false;
+      if (keel::http::gDraining.load(std::memory_order_relaxed)) req.keepAlive = false;
       if (path != "/") {
         appendResponse(out, "404 Not Found", "not found\n", body, req.keepAlive, req.versionMinor, now);
       } else if (req.method == keel::http::Method::Other) {
@@ -274,7 +256,7 @@ class HttpHello final : public keel::Handler {
   // a whole kDrainIdle and no request is half read.
   void armDrainClock() {
     readsAtDrainCheck_ = reads_;
-    drainTimer_ = loop_->runAfter(kDrainIdle, [this] {
+    drainTimer_ = loop_->runAfter(keel::http::kDrainIdle, [this] {
       drainTimer_ = {};
       if (ctx_ == nullptr || done_) return;
       if (reads_ != readsAtDrainCheck_ || partial_) return armDrainClock();
@@ -357,35 +339,17 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "keel-http: bad address %s\n", host.c_str());
     return 2;
   }
-  // Listeners from outside, in this order: systemd socket activation, then
-  // a running keel-http on --handoff PATH; otherwise bind --host/--port.
-  std::error_code inheritError;
-  std::vector<keel::Fd> inherited;
-  for (auto& l : keel::takeSystemdListeners(inheritError)) inherited.push_back(std::move(l.fd));
-  if (inheritError) {
-    std::fprintf(stderr, "keel-http: socket activation: %s\n", inheritError.message().c_str());
-    return 1;
-  }
-  if (!inherited.empty()) std::fprintf(stderr, "keel-http: %zu socket(s) from systemd\n", inherited.size());
-  std::optional<keel::Takeover> takeover;
-  if (inherited.empty() && !handoffPath.empty()) {
-    takeover = keel::requestHandoff(handoffPath, inheritError);
-    if (inheritError) {  // the running process (if any) keeps serving
-      std::fprintf(stderr, "keel-http: handoff from %s failed: %s\n", handoffPath.c_str(),
-                   inheritError.message().c_str());
-      return 1;
-    }
-    if (takeover) inherited = std::move(takeover->listeners);
-  }
+  keel::http::Inherited inherited;
+  if (!keel::http::inheritListeners(handoffPath, inherited)) return 1;
   keel::ServerOptions options;
   options.ioThreads = threads;
   options.reusePort = reusePort;
   options.connection.pauseReadingAtHighWatermark = true;  // pipelining without reading: stop reading
   options.connection.shutdownTimeout = std::chrono::seconds(5);
   // Adopted sockets bring their own address (and family).
-  keel::Server server(loop, inherited.empty() ? *addr : keel::SocketAddress{}, options);
-  if (!inherited.empty()) {
-    if (const std::error_code aec = server.adoptListeners(std::move(inherited))) {
+  keel::Server server(loop, inherited.fds.empty() ? *addr : keel::SocketAddress{}, options);
+  if (!inherited.fds.empty()) {
+    if (const std::error_code aec = server.adoptListeners(std::move(inherited.fds))) {
       std::fprintf(stderr, "keel-http: cannot adopt the listening sockets: %s\n", aec.message().c_str());
       return 1;
     }
@@ -411,31 +375,9 @@ int main(int argc, char** argv) {
     c.pipeline().emplaceLast<HttpHello>(bodyTimeout);
   });
   if (keel::example::startAndAnnounce(server, "keel-http", tls ? " (tls)" : "") != 0) return 1;
-  if (takeover) {
-    // Accepting now: the old process may stop. A failure here leaves both
-    // accepting on the same sockets, which loses nothing.
-    if (const std::error_code cec = takeover->confirm())
-      std::fprintf(stderr, "keel-http: handoff confirm: %s\n", cec.message().c_str());
-    else
-      std::fprintf(stderr, "keel-http: took over from pid %d\n", static_cast<int>(takeover->previousPid));
-  }
-  std::unique_ptr<keel::HandoffServer> handoff;
-  if (!handoffPath.empty()) {
-    const std::chrono::milliseconds drainTimeout(drainTimeoutMs);
-    handoff = std::make_unique<keel::HandoffServer>(
-        loop, handoffPath, [&server](std::error_code& e) { return server.exportListeners(e); },
-        [&server, &loop, drainTimeout] {
-          std::fprintf(stderr, "keel-http: handed over; draining %zu connection(s)\n",
-                       server.connectionCount());
-          gDraining.store(true, std::memory_order_relaxed);
-          server.forEachConnection(
-              [](const keel::Connection::Ptr& c) { c->pipeline().fireUserEvent(DrainNow{}); });
-          server.drain(drainTimeout, [&loop] { loop.quit(); });
-        });
-    if (const std::error_code hec = handoff->listen())  // serving goes on; only the next restart is off
-      std::fprintf(stderr, "keel-http: cannot listen on %s for a successor: %s\n", handoffPath.c_str(),
-                   hec.message().c_str());
-  }
+  keel::http::confirmTakeover(inherited);
+  const auto handoff =
+      keel::http::offerHandoff(loop, server, handoffPath, std::chrono::milliseconds(drainTimeoutMs));
   loop.loop();
   return 0;
 }
