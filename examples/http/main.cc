@@ -162,6 +162,9 @@ class HttpHello final : public keel::Handler {
   void handlerAdded(keel::HandlerContext& ctx) override {
     ctx_ = &ctx;
     loop_ = &ctx.loop();
+    // Accepted in the moment between the handoff and the last accept here:
+    // it missed DrainNow, and must not keep the drain waiting if idle.
+    if (keel::http::gDraining.load(std::memory_order_relaxed)) armDrainClock();
   }
   void handlerRemoved(keel::HandlerContext&) override {
     stopBodyClock();
