@@ -1,7 +1,8 @@
 # The two commands that do everything on a fresh Debian 12 machine:
 #   make bench   install deps, build release, run the bench suite
 #   make test    install deps, build debug, run every test through ctest
-# Other targets: build, asan, tsan, fuzz, leakcheck, format, tidy, install, clean.
+# Other targets: build, asan, tsan, fuzz, leakcheck, format, tidy, install, package, clean.
+#   make package [PRESET=release]  a .deb (libkeel-dev) in build/$(PRESET)/ (CPack)
 #   make fuzz [FUZZ_SECONDS=20]   libFuzzer targets (preset fuzz), each run FUZZ_SECONDS
 #   make leakcheck                the examples under valgrind (debug build)
 
@@ -10,7 +11,7 @@ PRESET ?= debug
 QUICK  ?=
 export QUICK
 
-.PHONY: all deps build test bench asan tsan fuzz leakcheck format tidy install clean
+.PHONY: all deps build test bench asan tsan fuzz leakcheck format tidy install package clean
 
 all: build
 
@@ -54,6 +55,14 @@ tidy: build
 
 install: build
 	cmake --install build/$(PRESET) --prefix $(or $(PREFIX),/usr/local)
+
+# Only the library is built: the package holds the library, the headers,
+# the CMake package and keel.pc, none of the tests or examples.
+package: PRESET = release
+package: deps
+	cmake --preset $(PRESET) >/dev/null
+	cmake --build --preset $(PRESET) -j $(JOBS) --target keel
+	cd build/$(PRESET) && cpack -G DEB
 
 clean:
 	rm -rf build

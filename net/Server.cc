@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <future>
 
+#include <fcntl.h>
+
 #include "keel/core/Log.h"
 #include "keel/core/SignalWatcher.h"
 #include "keel/net/TimeWaitCounter.h"
@@ -34,9 +36,10 @@ Server::~Server() {
   alive_.reset();  // tasks still queued anywhere now skip this server
   if (stopTimer_.valid()) loop_.cancel(stopTimer_);
   if (budgetTimer_.valid()) loop_.cancel(budgetTimer_);
-  acceptor_.reset();
+  if (drainTimer_.valid()) loop_.cancel(drainTimer_);
+  acceptors_.clear();
   runOnEachLoopAndWait([](Slot& s) {
-    s.acceptor.reset();
+    s.acceptors.clear();
     for (auto& [id, conn] : s.connections) conn->close(CloseReason::Shutdown, CloseMode::Now);
     s.connections.clear();
   });
@@ -75,33 +78,27 @@ std::error_code Server::start() {
     slots_.push_back(std::move(slot));
   }
   std::error_code result;
-  if (options_.reusePort && options_.ioThreads > 0) {
+  if (!adopted_.empty()) {
+    result = startAdopted();
+  } else if (options_.reusePort && options_.ioThreads > 0) {
     // Every I/O loop gets its own listener on the same address; the first one
     // fixes the port when port 0 was asked for.
     bound_ = listen_;
     runOnEachLoopAndWait([this, &result](Slot& s) {
       if (result) return;
-      s.acceptor = std::make_unique<Acceptor>(
-          *s.loop,
-          [this, &s](Socket sock, const SocketAddress& peer) { onAccepted(s, std::move(sock), peer); },
-          options_.acceptBatch);
-      result = s.acceptor->listen(bound_, true, options_.backlog);
-      if (!result) bound_ = s.acceptor->localAddress();
+      s.acceptors.push_back(makeAcceptor(s, *s.loop));
+      result = s.acceptors.back()->listen(bound_, true, options_.backlog);
+      if (!result) bound_ = s.acceptors.back()->localAddress();
     });
   } else {
-    acceptor_ = std::make_unique<Acceptor>(
-        loop_,
-        [this](Socket sock, const SocketAddress& peer) {
-          onAccepted(*slots_.front(), std::move(sock), peer);
-        },
-        options_.acceptBatch);
-    result = acceptor_->listen(listen_, false, options_.backlog);
-    if (!result) bound_ = acceptor_->localAddress();
+    acceptors_.push_back(makeAcceptor(*slots_.front(), loop_));
+    result = acceptors_.back()->listen(listen_, false, options_.backlog);
+    if (!result) bound_ = acceptors_.back()->localAddress();
   }
   if (result) {
     KEEL_ERROR("server: cannot listen on {}: {}", listen_.toString(), result.message());
-    acceptor_.reset();
-    runOnEachLoopAndWait([](Slot& s) { s.acceptor.reset(); });
+    acceptors_.clear();
+    runOnEachLoopAndWait([](Slot& s) { s.acceptors.clear(); });
     pool_.stop();
     slots_.clear();
     return result;
@@ -109,6 +106,12 @@ std::error_code Server::start() {
   started_ = true;
   KEEL_INFO("server: listening on {} with {} I/O loop(s)", bound_.toString(), pool_.size());
   return {};
+}
+
+std::unique_ptr<Acceptor> Server::makeAcceptor(Slot& slot, EventLoop& on) {
+  return std::make_unique<Acceptor>(
+      on, [this, &slot](Socket sock, const SocketAddress& peer) { onAccepted(slot, std::move(sock), peer); },
+      options_.acceptBatch);
 }
 
 void Server::onAccepted(Slot& acceptingSlot, Socket socket, const SocketAddress& peer) {
@@ -177,14 +180,25 @@ void Server::onClosed(Slot& slot, const Connection::Ptr& conn) {
 
 void Server::stop(std::function<void()> done) {
   loop_.assertInLoopThread();
+  if (draining_) {  // the drain's wait is over
+    if (done) stopDone_ = std::move(done);
+    return beginGracefulStop();
+  }
   if (!started_ || stopping_) return;
   stopping_ = true;
   stopDone_ = std::move(done);
-  if (acceptor_) acceptor_->close();  // closed, not destroyed: stats() still reads it
+  beginGracefulStop();
+  finishStopIfDone();
+}
+
+void Server::beginGracefulStop() {
+  draining_ = false;
+  if (drainTimer_.valid()) loop_.cancel(drainTimer_);
+  drainTimer_ = {};
+  stopAccepting();
   for (auto& s : slots_) {
     s->loop->runInLoop([&slot = *s, alive = aliveWeak_] {
       if (alive.expired()) return;
-      if (slot.acceptor) slot.acceptor->close();
       for (auto& [id, conn] : slot.connections) conn->shutdown(CloseReason::Shutdown);
     });
   }
@@ -194,7 +208,6 @@ void Server::stop(std::function<void()> done) {
       KEEL_INFO("server: {} connection(s) still open after the stop timeout; aborting", count_.load());
     abortRemaining();
   });
-  finishStopIfDone();
 }
 
 void Server::abortRemaining() {
@@ -217,6 +230,10 @@ std::error_code Server::stopOnSignals(std::initializer_list<int> signals, std::f
 }
 
 void Server::onStopSignal(int signo, const std::function<void()>& done) {
+  if (draining_) {
+    KEEL_INFO("server: signal {} while draining; stopping", signo);
+    return beginGracefulStop();
+  }
   if (stopping_) {
     KEEL_INFO("server: signal {} while stopping; aborting {} connection(s)", signo, count_.load());
     abortRemaining();
@@ -234,6 +251,9 @@ void Server::finishStopIfDone() {
   if (!stopping_ || count_.load(std::memory_order_relaxed) != 0) return;
   if (stopTimer_.valid()) loop_.cancel(stopTimer_);
   stopTimer_ = {};
+  if (drainTimer_.valid()) loop_.cancel(drainTimer_);
+  drainTimer_ = {};
+  draining_ = false;
   if (stopDone_) {
     auto done = std::move(stopDone_);
     stopDone_ = nullptr;
@@ -345,9 +365,10 @@ ServerStats Server::stats() const {
   if (started_ && bound_.isInet()) st.timeWait = serverTimeWait(bound_).value_or(0);
   // Acceptors live until the server is destroyed and their counters are
   // atomic, so this is safe from any thread.
-  if (acceptor_) st.droppedNoFd += acceptor_->stats().droppedNoFd.load(std::memory_order_relaxed);
+  for (const auto& a : acceptors_) st.droppedNoFd += a->stats().droppedNoFd.load(std::memory_order_relaxed);
   for (const auto& s : slots_) {
-    if (s->acceptor) st.droppedNoFd += s->acceptor->stats().droppedNoFd.load(std::memory_order_relaxed);
+    for (const auto& a : s->acceptors)
+      st.droppedNoFd += a->stats().droppedNoFd.load(std::memory_order_relaxed);
   }
   return st;
 }

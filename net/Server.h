@@ -11,6 +11,11 @@
 // reusePort on every I/O loop (one SO_REUSEPORT socket each, the kernel
 // spreads connections). Each connection lives on exactly one loop.
 //
+// Listening sockets can also come from outside: adoptListeners() before
+// start() (systemd socket activation, net/Listeners.h; a predecessor's
+// handoff, net/Handoff.h), and leave with exportListeners(). stopAccepting()
+// and drain() are the old process's half of a handoff.
+//
 // Thread-safety: construct, start, stop, stopOnSignals and destroy on the
 // base loop's thread. connectionCount() and stats() are safe from any
 // thread, and so is forEachConnection() between start() and destruction.
@@ -28,8 +33,10 @@
 #include <unordered_map>
 #include <vector>
 
+#include "keel/core/Fd.h"
 #include "keel/core/LoopThreadPool.h"
 #include "keel/net/Connection.h"
+#include "keel/net/Listeners.h"
 
 namespace keel {
 
@@ -92,9 +99,40 @@ class Server {
 
   // Binds, listens and starts the I/O loops.
   [[nodiscard]] std::error_code start();
+
+  // Before start(): accept on these listening sockets instead of binding
+  // the constructor's address. Each must pass checkListener() with that
+  // address's family (a default SocketAddress: any inet or unix family);
+  // the first failure is returned (ListenerError) and nothing is kept. At
+  // most kMaxAdoptedListeners. Without reusePort (or without I/O threads)
+  // every socket is watched on the base loop. With reusePort, socket i goes
+  // to I/O loop i % loops; loops left without one get a dup() of socket
+  // i % count (the same accept queue, watched from two loops), so every
+  // loop accepts whatever the counts. listenAddress() is the first
+  // socket's. Base loop thread; EISCONN after start().
+  [[nodiscard]] std::error_code adoptListeners(std::vector<Fd> listeners);
+  // Close-on-exec dup()s of every listening socket (base loop's first, then
+  // each I/O loop's), for a successor process; the sockets keep accepting
+  // here until stopAccepting(). Empty with `ec` set when not started,
+  // already stopped accepting, or out of descriptors. Base loop thread;
+  // waits for each I/O loop to answer.
+  [[nodiscard]] std::vector<Fd> exportListeners(std::error_code& ec);
+  // Closes this process's listening sockets; connections stay as they are.
+  // A socket also held by another process (exported) keeps its queue, and
+  // that process accepts what is in it. Base loop thread; returns once no
+  // loop accepts (it waits for each I/O loop).
+  void stopAccepting();
+  // The old process's half of a handoff: stopAccepting(), then wait for
+  // every connection to close on its own (the application closes them when
+  // their last response has gone out). `done` runs on the base loop when the
+  // last one is gone. After `timeout`, what is left gets stop()'s treatment
+  // (graceful shutdown, aborted after stopTimeout). A stop signal
+  // (stopOnSignals) during a drain starts that at once; a second aborts.
+  void drain(Duration timeout, std::function<void()> done = {});
   // Graceful stop: stop accepting, shutdown() every connection, and after
   // stopTimeout abort whatever is left. `done` runs on the base loop once
-  // every connection is gone.
+  // every connection is gone. During a drain() it ends the wait at once
+  // (a non-empty `done` replaces the drain's).
   void stop(std::function<void()> done = {});
 
   // The operator's way out. The first of `signals` starts a graceful stop();
@@ -146,7 +184,7 @@ class Server {
   struct Slot {  // one per I/O loop; touched only on that loop
     EventLoop* loop = nullptr;
     std::unordered_map<std::uint64_t, Connection::Ptr> connections;
-    std::unique_ptr<Acceptor> acceptor;  // with reusePort
+    std::vector<std::unique_ptr<Acceptor>> acceptors;  // with reusePort: one, or adopted ones
   };
 
   void onAccepted(Slot& slot, Socket socket, const SocketAddress& peer);
@@ -154,6 +192,9 @@ class Server {
   void onClosed(Slot& slot, const Connection::Ptr& conn);
   Slot& slotFor(EventLoop& loop);
   void finishStopIfDone();
+  void beginGracefulStop();  // stopping_ is set: shut every connection down, abort after stopTimeout
+  [[nodiscard]] std::unique_ptr<Acceptor> makeAcceptor(Slot& slot, EventLoop& on);
+  [[nodiscard]] std::error_code startAdopted();
   void abortRemaining();  // every connection, on its own loop
   void onStopSignal(int signo, const std::function<void()>& done);
   // Base loop: pause or resume reading everywhere for the output budget.
@@ -170,7 +211,8 @@ class Server {
   PipelineInit init_;
   LoopThreadPool pool_;
   std::vector<std::unique_ptr<Slot>> slots_;
-  std::unique_ptr<Acceptor> acceptor_;  // without reusePort
+  std::vector<std::unique_ptr<Acceptor>> acceptors_;  // without reusePort: one, or adopted ones
+  std::vector<Fd> adopted_;                           // adoptListeners() until start()
   std::atomic<std::size_t> count_{0};
   std::atomic<std::uint64_t> nextId_{1};
   std::atomic<std::uint64_t> refusedFull_{0};
@@ -188,6 +230,8 @@ class Server {
   std::atomic<std::uint64_t> bytesOut_{0};
   bool started_ = false;
   std::atomic<bool> stopping_{false};  // read by I/O loops
+  bool draining_ = false;              // stopping_ by drain(), connections not yet shut down
+  TimerId drainTimer_;
   std::function<void()> stopDone_;
   TimerId stopTimer_;
   std::unique_ptr<SignalWatcher> stopSignals_;

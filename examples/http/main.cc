@@ -1,9 +1,10 @@
 // keel-http: a minimal HTTP/1.1 "hello" server with keep-alive and request
 // pipelining.
 //
-//   keel-http --port 8080 [--threads 2] [--idle-seconds 60]
+//   keel-http --port 8080 [--threads 2 [--reuse-port]] [--idle-seconds 60]
 //             [--header-timeout-ms 10000] [--body-timeout-ms 30000]
 //             [--tls-cert FILE --tls-key FILE]
+//             [--handoff PATH [--drain-timeout-ms 10000]]
 //   curl http://127.0.0.1:8080/        -> hello
 //   wrk -t1 -c50 -d5s http://127.0.0.1:8080/
 //   with TLS (ALPN http/1.1):  curl --cacert ca.pem https://localhost:8080/
@@ -29,12 +30,24 @@
 //     connection is closed by the IdleReaper;
 //   - HTTPS by adding one handler: with --tls-cert/--tls-key a TlsHandler
 //     goes nearest the socket, and everything above it (deadlines, parser,
-//     pipelining, graceful shutdown) runs on plaintext unchanged.
+//     pipelining, graceful shutdown) runs on plaintext unchanged;
+//   - restarts that drop nobody (docs/operations-handoff.md): with --handoff
+//     PATH a new keel-http takes the listening sockets of the running one
+//     over PATH, and the old one drains: every request it has read is
+//     answered, each keep-alive connection gets `Connection: close` on its
+//     next response and closes after it, one idle for kDrainIdle closes
+//     as it is, and the process exits 0 (what is left at --drain-timeout-ms
+//     is shut down). Started by systemd with socket activation (LISTEN_FDS),
+//     it serves the sockets it was given instead of binding.
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
+#include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -49,6 +62,7 @@
 #include "../common/ExampleTls.h"
 
 #include "HttpParser.h"
+#include "Restart.h"
 
 namespace {
 
@@ -138,7 +152,10 @@ class HeadTimeout final : public keel::Handler {
 class HttpHello final : public keel::Handler {
  public:
   explicit HttpHello(std::chrono::milliseconds bodyTimeout) : bodyTimeout_(bodyTimeout) {}
-  ~HttpHello() override { stopBodyClock(); }  // a torn-down connection skips handlerRemoved
+  ~HttpHello() override {  // a torn-down connection skips handlerRemoved
+    stopBodyClock();
+    stopDrainClock();
+  }
   HttpHello(const HttpHello&) = delete;
   HttpHello& operator=(const HttpHello&) = delete;
 
@@ -146,16 +163,26 @@ class HttpHello final : public keel::Handler {
   void handlerAdded(keel::HandlerContext& ctx) override {
     ctx_ = &ctx;
     loop_ = &ctx.loop();
+    // Accepted in the moment between the handoff and the last accept here:
+    // it missed DrainNow, and must not keep the drain waiting if idle.
+    if (keel::http::gDraining.load(std::memory_order_relaxed)) armDrainClock();
   }
   void handlerRemoved(keel::HandlerContext&) override {
     stopBodyClock();
+    stopDrainClock();
     ctx_ = nullptr;
   }
   void onClosed(keel::HandlerContext& ctx, keel::CloseReason reason) override {
     stopBodyClock();
+    stopDrainClock();
     ctx.fireClosed(reason);
   }
+  void onUserEvent(keel::HandlerContext& ctx, const keel::UserEvent& event) override {
+    if (dynamic_cast<const keel::http::DrainNow*>(&event) == nullptr) return ctx.fireUserEvent(event);
+    if (!done_ && !drainTimer_.valid()) armDrainClock();
+  }
   void onData(keel::HandlerContext& ctx, keel::Buffer& in) override {
+    ++reads_;
     if (done_) return in.retrieveAll();  // shutting down: drain and drop
     bool answered = false;               // a request completed in this call
     std::string& out = replyScratch();
@@ -177,6 +204,8 @@ class HttpHello final : public keel::Handler {
       }
       const std::string_view path = keel::http::requestPath(req.target);
       const bool body = req.method != keel::http::Method::Head;
+      // Draining: this response is the connection's last.
+      if (keel::http::gDraining.load(std::memory_order_relaxed)) req.keepAlive = false;
       if (path != "/") {
         appendResponse(out, "404 Not Found", "not found\n", body, req.keepAlive, req.versionMinor, now);
       } else if (req.method == keel::http::Method::Other) {
@@ -196,9 +225,11 @@ class HttpHello final : public keel::Handler {
     if (done_) {
       in.retrieveAll();  // pipelined requests behind a close are not answered
       stopBodyClock();
+      stopDrainClock();
       ctx.shutdown();
       return;
     }
+    partial_ = in.readableBytes() > 0 || parser_.inBody();
     trackBody(answered);
   }
 
@@ -225,6 +256,23 @@ class HttpHello final : public keel::Handler {
     if (bodyTimer_.valid() && loop_ != nullptr) loop_->cancel(bodyTimer_);
     bodyTimer_ = {};
   }
+  // The drain's idle check: closes the connection when nothing arrived for
+  // a whole kDrainIdle and no request is half read.
+  void armDrainClock() {
+    readsAtDrainCheck_ = reads_;
+    drainTimer_ = loop_->runAfter(keel::http::kDrainIdle, [this] {
+      drainTimer_ = {};
+      if (ctx_ == nullptr || done_) return;
+      if (reads_ != readsAtDrainCheck_ || partial_) return armDrainClock();
+      done_ = true;
+      stopBodyClock();
+      ctx_->shutdown();  // a shutdown, not a close: `this` stays alive
+    });
+  }
+  void stopDrainClock() noexcept {
+    if (drainTimer_.valid() && loop_ != nullptr) loop_->cancel(drainTimer_);
+    drainTimer_ = {};
+  }
   void onBodyClock() {
     bodyTimer_ = {};
     if (ctx_ == nullptr || !inBody_ || done_) return;
@@ -245,6 +293,10 @@ class HttpHello final : public keel::Handler {
   keel::TimerId bodyTimer_;
   keel::TimePoint bodySince_{};  // when the body being skipped began (its head was complete)
   bool inBody_ = false;
+  keel::TimerId drainTimer_;
+  std::uint64_t reads_ = 0;  // onData calls, to tell an idle connection during a drain
+  std::uint64_t readsAtDrainCheck_ = 0;
+  bool partial_ = false;  // part of a request is in (or being skipped): not idle
 };
 
 }  // namespace
@@ -257,6 +309,9 @@ int main(int argc, char** argv) {
   int idleSeconds = 60;
   std::int64_t headerTimeoutMs = 10'000;
   std::int64_t bodyTimeoutMs = 30'000;
+  bool reusePort = false;
+  std::string handoffPath;
+  std::int64_t drainTimeoutMs = 10'000;
   app.add_option("--host", host, "address to bind (numeric IPv4 or IPv6)");
   app.add_option("--port", port, "TCP port (0 picks a free one)");
   app.add_option("--threads", threads, "I/O threads (0: all on the main loop)");
@@ -267,6 +322,13 @@ int main(int argc, char** argv) {
   app.add_option("--body-timeout-ms", bodyTimeoutMs,
                  "a request body must be complete this long after its head, else 408 (0: no limit)")
       ->check(CLI::NonNegativeNumber);
+  app.add_flag("--reuse-port", reusePort, "with --threads: one SO_REUSEPORT listener per I/O loop");
+  app.add_option("--handoff", handoffPath,
+                 "Unix socket (\"@name\": abstract) to take the listeners of a running keel-http over, "
+                 "and to hand them to the next one");
+  app.add_option("--drain-timeout-ms", drainTimeoutMs,
+                 "after a handoff, shut down connections still open this long (then exit)")
+      ->check(CLI::PositiveNumber);
   keel::example::TlsFlags tlsFlags;
   keel::example::addTlsOptions(app, tlsFlags);
   keel::example::MetricsFlags metricsFlags;
@@ -283,11 +345,21 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "keel-http: bad address %s\n", host.c_str());
     return 2;
   }
+  keel::http::Inherited inherited;
+  if (!keel::http::inheritListeners(handoffPath, inherited)) return 1;
   keel::ServerOptions options;
   options.ioThreads = threads;
+  options.reusePort = reusePort;
   options.connection.pauseReadingAtHighWatermark = true;  // pipelining without reading: stop reading
   options.connection.shutdownTimeout = std::chrono::seconds(5);
-  keel::Server server(loop, *addr, options);
+  // Adopted sockets bring their own address (and family).
+  keel::Server server(loop, inherited.fds.empty() ? *addr : keel::SocketAddress{}, options);
+  if (!inherited.fds.empty()) {
+    if (const std::error_code aec = server.adoptListeners(std::move(inherited.fds))) {
+      std::fprintf(stderr, "keel-http: cannot adopt the listening sockets: %s\n", aec.message().c_str());
+      return 1;
+    }
+  }
   // SIGINT/SIGTERM: a graceful stop, then the loop quits (exit 0); a
   // second signal aborts whatever is still open.
   if (const std::error_code ec = server.stopOnSignals({SIGINT, SIGTERM})) {
@@ -311,6 +383,9 @@ int main(int argc, char** argv) {
   if (keel::example::startAndAnnounce(server, "keel-http", tls ? " (tls)" : "") != 0) return 1;
   std::unique_ptr<keel::example::ExampleMetrics> metrics;
   if (keel::example::startMetrics(metricsFlags, server, host, "keel-http", metrics) != 0) return 1;
+  keel::http::confirmTakeover(inherited);
+  const auto handoff =
+      keel::http::offerHandoff(loop, server, handoffPath, std::chrono::milliseconds(drainTimeoutMs));
   loop.loop();
   return 0;
 }

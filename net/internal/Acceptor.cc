@@ -37,6 +37,10 @@ std::error_code Acceptor::listen(const SocketAddress& addr, bool reusePort, int 
     socket_.close();
     return ec;
   }
+  return watch();
+}
+
+std::error_code Acceptor::watch() {
   watcher_ = std::make_unique<Watcher>(loop_, socket_.fd(), [this](std::uint32_t) { onReadable(); });
   if (auto ec = watcher_->enable(Watcher::kRead)) {
     watcher_.reset();
@@ -44,6 +48,35 @@ std::error_code Acceptor::listen(const SocketAddress& addr, bool reusePort, int 
     return ec;
   }
   return {};
+}
+
+std::error_code Acceptor::adopt(Socket listening) {
+  socket_ = std::move(listening);
+  // systemd passes blocking descriptors, and an exec'd successor may get
+  // them without FD_CLOEXEC: both are set here so that accept() never
+  // blocks the loop and a child never inherits a listener.
+  const int fl = ::fcntl(socket_.fd(), F_GETFL);
+  if (fl < 0 || ::fcntl(socket_.fd(), F_SETFL, fl | O_NONBLOCK) != 0 ||
+      ::fcntl(socket_.fd(), F_SETFD, FD_CLOEXEC) != 0) {
+    const std::error_code ec(errno, std::generic_category());
+    socket_.close();
+    return ec;
+  }
+  return watch();
+}
+
+Fd Acceptor::duplicate(std::error_code& ec) const {
+  if (!socket_.valid()) {
+    ec = std::make_error_code(std::errc::not_connected);
+    return Fd();
+  }
+  const int fd = ::fcntl(socket_.fd(), F_DUPFD_CLOEXEC, 3);
+  if (fd < 0) {
+    ec = {errno, std::generic_category()};
+    return Fd();
+  }
+  ec.clear();
+  return Fd(fd);
 }
 
 void Acceptor::close() {

@@ -44,6 +44,13 @@ class Acceptor {
 
   // socket, SO_REUSEADDR (+ SO_REUSEPORT), bind, listen, start watching.
   [[nodiscard]] std::error_code listen(const SocketAddress& addr, bool reusePort, int backlog);
+  // Accepts on a socket someone else bound and listened on (socket
+  // activation, handoff): made non-blocking and close-on-exec, then watched.
+  // The caller has checked it (checkListener).
+  [[nodiscard]] std::error_code adopt(Socket listening);
+  // A close-on-exec dup() of the listening socket, to hand to another
+  // process; invalid with `ec` set when not listening or out of descriptors.
+  [[nodiscard]] Fd duplicate(std::error_code& ec) const;
   // Stops accepting and closes the listening socket.
   void close();
   // Paused: stays bound (the kernel queues up to the backlog) but not accepting.
@@ -56,6 +63,7 @@ class Acceptor {
 
  private:
   void onReadable();
+  [[nodiscard]] std::error_code watch();
 
   EventLoop& loop_;
   NewConnection cb_;
