@@ -1,4 +1,4 @@
-// keel-http's restart plumbing (docs/operations-handoff.md): where the
+// keel-http's restart plumbing (docs/operations.md): where the
 // listening sockets come from (systemd socket activation, then a running
 // keel-http on --handoff PATH, else none: bind), and the hand-over to the
 // next one, which turns this process into a draining one.

@@ -31,7 +31,7 @@
 //   - HTTPS by adding one handler: with --tls-cert/--tls-key a TlsHandler
 //     goes nearest the socket, and everything above it (deadlines, parser,
 //     pipelining, graceful shutdown) runs on plaintext unchanged;
-//   - restarts that drop nobody (docs/operations-handoff.md): with --handoff
+//   - restarts that drop nobody (docs/operations.md): with --handoff
 //     PATH a new keel-http takes the listening sockets of the running one
 //     over PATH, and the old one drains: every request it has read is
 //     answered, each keep-alive connection gets `Connection: close` on its
