@@ -3,7 +3,7 @@
 //
 //   keel-echo --port 7000 [--threads 2] [--unix /tmp/echo.sock]
 //             [--profile kernel|latency|throughput] [--idle-timeout-ms 30000]
-//             [--tls-cert FILE --tls-key FILE] [--coroutine]
+//             [--tls-cert FILE --tls-key FILE] [--coroutine] [--metrics-port P]
 //
 // What it shows: a Server, a one-method Handler as the application, I/O
 // loops on threads, and a clean stop on SIGINT/SIGTERM that lets every

@@ -4,7 +4,7 @@
 //   keel-http --port 8080 [--threads 2 [--reuse-port]] [--idle-seconds 60]
 //             [--header-timeout-ms 10000] [--body-timeout-ms 30000]
 //             [--tls-cert FILE --tls-key FILE]
-//             [--handoff PATH [--drain-timeout-ms 10000]]
+//             [--handoff PATH [--drain-timeout-ms 10000]] [--metrics-port P]
 //   curl http://127.0.0.1:8080/        -> hello
 //   wrk -t1 -c50 -d5s http://127.0.0.1:8080/
 //   with TLS (ALPN http/1.1):  curl --cacert ca.pem https://localhost:8080/

@@ -4,6 +4,7 @@
 //
 //   keel-resp --port 6380 [--tcp latency|kernel|throughput] [--threads N]
 //             [--max-memory BYTES] [--tls-cert FILE --tls-key FILE] [--coroutine]
+//             [--metrics-port P]   (Prometheus text at http://HOST:P/metrics)
 //   redis-cli -p 6380 SET k v;  redis-benchmark -p 6380 -t ping,set,get -P 16
 //   TLS:  redis-cli --tls --cacert ca.pem -p 6380 PING
 //
