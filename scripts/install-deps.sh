@@ -5,7 +5,7 @@ set -euo pipefail
 
 # Build and test: compilers and libraries.
 build_pkgs=(g++ cmake make pkg-config libspdlog-dev libssl-dev openssl libgtest-dev libgmock-dev libbenchmark-dev
-  clang-14 libclang-rt-14-dev)
+  clang-14 libclang-rt-14-dev liburing-dev)  # liburing: the io_uring loop backend (core/UringPoller)
 # Bench peers and the real clients the tests and examples talk to.
 peer_pkgs=(libevent-dev libuv1-dev libasio-dev sockperf socat netcat-openbsd wrk curl
   redis-server redis-tools nginx-light gnuplot-nox nlohmann-json3-dev libcli11-dev iproute2 procps python3
