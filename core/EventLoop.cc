@@ -10,6 +10,7 @@
 
 #include "keel/core/Log.h"
 #include "keel/core/Watcher.h"
+#include "keel/core/internal/UringPoller.h"
 
 namespace keel {
 namespace {
@@ -39,21 +40,34 @@ Deferred::~Deferred() {
 EventLoop::EventLoop(LoopOptions options)
     : options_(options),
       clock_(options.clock),
-      epoll_(::epoll_create1(EPOLL_CLOEXEC)),
       wake_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
       threadId_(std::this_thread::get_id()),
       now_(readClock()),
       timers_(now_, options.tick),
       events_(static_cast<std::size_t>(options.maxEventsPerWait > 0 ? options.maxEventsPerWait : 256)),
       scratch_(options.scratchBytes) {
-  if (!epoll_) throwErrno("epoll_create1");
   if (!wake_) throwErrno("eventfd");
   ignoreSigpipeOnce();
+  if (detail::resolveLoopBackend(options.backend) == LoopBackend::IoUring) {
+    std::error_code ec;
+    uring_ = detail::UringPoller::create(wake_.get(), ec);
+    if (!uring_) {
+      if (options.backend == LoopBackend::IoUring) throw std::system_error(ec, "io_uring backend");
+      static std::once_flag once;
+      std::call_once(once, [&ec] { KEEL_WARN("io_uring unavailable ({}): loops use epoll", ec.message()); });
+    }
+  }
+  if (!uring_) setUpEpoll();
+  if (t_loop == nullptr) t_loop = this;
+}
+
+void EventLoop::setUpEpoll() {
+  epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_) throwErrno("epoll_create1");
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.ptr = nullptr;  // the wake-up descriptor is the only null entry
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev) < 0) throwErrno("epoll_ctl(wake)");
-  if (t_loop == nullptr) t_loop = this;
 }
 
 EventLoop::~EventLoop() {
@@ -100,6 +114,9 @@ void EventLoop::loop() {
   // started) must still end it.
   while (!quit_.load(std::memory_order_acquire)) runOnce(Duration::max());
   quit_.store(false, std::memory_order_relaxed);
+  // Removals queued by the last iteration: their descriptors' files stay
+  // open in the kernel until the ring hears of them.
+  if (uring_) (void)uring_->flush();
 }
 
 void EventLoop::quit() {
@@ -107,35 +124,45 @@ void EventLoop::quit() {
   if (!isInLoopThread()) wakeup();
 }
 
-int EventLoop::computeTimeoutMs(Duration cap) const {
+Duration EventLoop::computeWait(Duration cap) const {
   // End-of-iteration work still pending (the round cap below cut it short)
   // must run now: the objects waiting on it (a coalesced flush) may have no
   // readiness interest that would wake the loop.
-  if (!deferred_.empty() || !endHooks_.empty()) return 0;
+  if (!deferred_.empty() || !endHooks_.empty()) return Duration::zero();
   Duration wait = cap;
   // A manual clock does not move by itself: waiting for a timer would wait
   // for ever, so only I/O is waited for.
   const bool timersWait = clock_ == nullptr || clock_->flows();
   if (auto next = timers_.timeUntilNext(now_); timersWait && next && *next < wait) wait = *next;
-  if (wait == Duration::max()) return -1;
-  // Round up: waking before the deadline would only cost another iteration.
-  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(wait).count();
-  return ms > INT32_MAX ? INT32_MAX : static_cast<int>(ms);
+  return wait;
 }
 
-void EventLoop::runOnce(Duration timeout) {
-  const int n =
-      ::epoll_wait(epoll_.get(), events_.data(), static_cast<int>(events_.size()), computeTimeoutMs(timeout));
-  now_ = readClock();  // the iteration's one clock read
-  const TimePoint woke = now_;
-  iterations_.store(iterations_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+int EventLoop::waitEpoll(Duration wait) {
+  int ms = -1;
+  if (wait != Duration::max()) {
+    // Round up: waking before the deadline would only cost another iteration.
+    const auto c = std::chrono::ceil<std::chrono::milliseconds>(wait).count();
+    ms = c > INT32_MAX ? INT32_MAX : static_cast<int>(c);
+  }
+  const int n = ::epoll_wait(epoll_.get(), events_.data(), static_cast<int>(events_.size()), ms);
   // EINTR: a signal handler ran on this thread (a SignalWatcher's, when the
   // loop runs on an application thread; keel's own threads block the
   // asynchronous signals). Not an error: an iteration with no events.
   if (n < 0 && errno != EINTR) throwErrno("epoll_wait");
-  readyCount_ = n > 0 ? n : 0;
+  return n > 0 ? n : 0;
+}
 
-  dispatching_ = true;
+void EventLoop::dispatchReady() {
+  if (uring_) {
+    for (std::size_t i = 0; i < uringReady_; ++i) {
+      if (uring_->dispatch(i)) {
+        drainWakeup();
+        uring_->rearmWake();
+      }
+    }
+    uringReady_ = 0;
+    return;
+  }
   for (int i = 0; i < readyCount_; ++i) {
     void* p = events_[static_cast<std::size_t>(i)].data.ptr;
     if (p == nullptr) {
@@ -145,15 +172,31 @@ void EventLoop::runOnce(Duration timeout) {
     }
     static_cast<Watcher*>(p)->dispatch(events_[static_cast<std::size_t>(i)].events);
   }
+  readyCount_ = 0;
+}
+
+void EventLoop::runOnce(Duration timeout) {
+  const Duration wait = computeWait(timeout);
+  if (uring_) {
+    uringReady_ = uring_->wait(wait, events_.size());
+  } else {
+    readyCount_ = waitEpoll(wait);
+  }
+  now_ = readClock();  // the iteration's one clock read
+  const TimePoint woke = now_;
+  inIteration_ = true;
+  iterations_.store(iterations_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+
+  dispatching_ = true;
+  dispatchReady();
   timers_.advance(now_);
   dispatching_ = false;
-  readyCount_ = 0;
 
   runTasks();
 
   // End-of-iteration work (write coalescing). A hook may register another;
   // bound the rounds so a misbehaving hook cannot starve epoll. What is left
-  // makes the next epoll_wait return at once (computeTimeoutMs).
+  // makes the next wait return at once (computeWait).
   for (int round = 0; round < 8 && (!endHooks_.empty() || !deferred_.empty()); ++round) {
     deferredRunning_.swap(deferred_);
     for (std::size_t i = 0; i < deferredRunning_.size(); ++i) {
@@ -173,6 +216,7 @@ void EventLoop::runOnce(Duration timeout) {
     busyNs_.store(busyNs_.load(std::memory_order_relaxed) + busy, std::memory_order_relaxed);
     pendingTimers_.store(timers_.size(), std::memory_order_relaxed);
   }
+  inIteration_ = false;
 }
 
 void EventLoop::measureLoad(Duration lagProbe) {
@@ -241,7 +285,7 @@ void EventLoop::queueInLoop(Task task) {
   }
   // From the loop thread during dispatch the task runs later this iteration
   // without a wake-up; anywhere else the loop may be (or be about to be)
-  // blocked in epoll_wait.
+  // blocked in its wait.
   if (!isInLoopThread() || !dispatching_) wakeup();
 }
 
@@ -273,6 +317,15 @@ void EventLoop::drainWakeup() noexcept {
 
 std::error_code EventLoop::updateWatcher(Watcher& w, std::uint32_t events) noexcept {
   KEEL_ASSERT_IN_LOOP(*this, "Watcher::setInterest");
+  if (uring_) {
+    if (events == 0) {
+      removeWatcher(w);
+      return {};
+    }
+    const std::error_code ec = uring_->set(w, events);
+    if (ec) ++watchErrors_;
+    return ec;
+  }
   epoll_event ev{};
   ev.events = events;
   ev.data.ptr = &w;
@@ -306,6 +359,13 @@ std::error_code EventLoop::updateWatcher(Watcher& w, std::uint32_t events) noexc
 }
 
 void EventLoop::removeWatcher(Watcher& w) noexcept {
+  if (uring_) {
+    uring_->remove(w);
+    // Inside an iteration the removal goes with the next wait, moments
+    // away; outside one (a test, a shutdown) nothing else would send it.
+    if (!inIteration_) (void)uring_->flush();
+    return;
+  }
   if (w.registered_) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, w.fd_, nullptr);
   w.registered_ = false;
   w.interest_ = 0;

@@ -1,9 +1,10 @@
-// One epoll reactor per thread.
+// One reactor per thread, on epoll or on io_uring (LoopBackend).
 //
-// Each iteration: epoll_wait (its timeout set by the timer wheel), one clock
-// read, dispatch ready watchers, fire due timers, run queued tasks, run
-// end-of-iteration hooks (used for write coalescing). The loop is
-// level-triggered; docs/design.md gives the measurements behind that.
+// Each iteration: wait for readiness (its timeout set by the timer wheel),
+// one clock read, dispatch ready watchers, fire due timers, run queued
+// tasks, run end-of-iteration hooks (used for write coalescing). The loop is
+// level-triggered on both backends; docs/design.md gives the measurements
+// behind that, docs/io_uring.md what the io_uring backend does and costs.
 //
 // Thread-safety: runInLoop, queueInLoop, quit and isInLoopThread are safe
 // from any thread. Everything else is for the loop thread, timers included:
@@ -18,7 +19,9 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
+#include <string_view>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -34,6 +37,25 @@
 namespace keel {
 
 class Watcher;
+namespace detail {
+class UringPoller;
+}
+
+// How a loop waits for readiness. Both give the same callbacks, in the same
+// level-triggered terms (docs/io_uring.md).
+enum class LoopBackend : std::uint8_t {
+  // KEEL_LOOP_BACKEND from the environment ("epoll" or "io_uring") when set,
+  // else epoll: the faster of the two on every figure measured so far
+  // (docs/io_uring.md). An io_uring that cannot be set up falls back to
+  // epoll with one log line.
+  Auto,
+  Epoll,
+  // Readiness through one-shot IORING_OP_POLL_ADD, submitted in batches with
+  // the wait. The loop's constructor throws when io_uring is unavailable.
+  IoUring,
+};
+[[nodiscard]] std::string_view toString(LoopBackend b) noexcept;
+[[nodiscard]] std::optional<LoopBackend> parseLoopBackend(std::string_view name) noexcept;
 
 // Work an object asks the loop to do once at the end of the current
 // iteration (a connection flushing coalesced writes). Intrusive: scheduling
@@ -74,11 +96,12 @@ class LoopAttachment {
 
 struct LoopOptions {
   Duration tick = std::chrono::milliseconds(1);  // timer wheel resolution
-  int maxEventsPerWait = 256;                    // epoll_wait batch
+  int maxEventsPerWait = 256;                    // events handled per wait
   std::size_t scratchBytes = 64 * 1024;          // per-loop readv spill area
   // The loop's time source; null is steady_clock. Tests pass a ManualClock.
   // Not owned: it must outlive the loop.
   const LoopClock* clock = nullptr;
+  LoopBackend backend = LoopBackend::Auto;
 };
 
 class EventLoop {
@@ -114,7 +137,7 @@ class EventLoop {
   // Moves ownership to the calling thread; only before loop() runs.
   void bindToCurrentThread() noexcept { threadId_.store(std::this_thread::get_id()); }
 
-  // The time read once per iteration, right after epoll_wait returns.
+  // The time read once per iteration, right after the wait returns.
   [[nodiscard]] TimePoint now() const noexcept { return now_; }
   // Re-reads the clock (for the rare caller that blocked inside a callback).
   void updateTime() noexcept { now_ = readClock(); }
@@ -164,13 +187,15 @@ class EventLoop {
   // epoll_ctl calls that failed (each one closed the object it was for).
   [[nodiscard]] std::uint64_t watchErrors() const noexcept { return watchErrors_; }
   [[nodiscard]] const LoopOptions& options() const noexcept { return options_; }
+  // The backend in use: Epoll or IoUring, never Auto.
+  [[nodiscard]] LoopBackend backend() const noexcept { return uring_ ? LoopBackend::IoUring : LoopBackend::Epoll; }
 
   // What a metrics scrape reads. Busy time, pending timers and lag are
   // measured only after measureLoad(): busy time costs one more clock read
   // per iteration and the lag probe one timer wake-up per lagProbe.
   struct Load {
     std::uint64_t iterations = 0;
-    Duration busy{};                // total time from epoll_wait's return to the next call
+    Duration busy{};                // total time from the wait's return to the next wait
     std::size_t queuedTasks = 0;    // posted tasks not yet run
     std::size_t pendingTimers = 0;  // as of the end of the last iteration
     Duration lag{};                 // how late the last lag probe fired (resolution: one tick)
@@ -195,7 +220,11 @@ class EventLoop {
   void wakeup() noexcept;
   void drainWakeup() noexcept;
   void runTasks();
-  int computeTimeoutMs(Duration cap) const;
+  [[nodiscard]] Duration computeWait(Duration cap) const;
+  int waitEpoll(Duration wait);
+  int waitUring(Duration wait);
+  void dispatchReady();
+  void setUpEpoll();
   void armLagProbe();
   [[nodiscard]] TimePoint readClock() const noexcept {
     return clock_ != nullptr ? clock_->now() : Clock::now();
@@ -203,15 +232,18 @@ class EventLoop {
 
   LoopOptions options_;
   const LoopClock* clock_;
-  Fd epoll_;
   Fd wake_;
+  Fd epoll_;                                   // the epoll backend's
+  std::unique_ptr<detail::UringPoller> uring_;  // the io_uring backend's
   std::atomic<std::thread::id> threadId_;
   std::atomic<bool> quit_{false};
   bool dispatching_ = false;
+  bool inIteration_ = false;  // inside runOnce: queued io_uring work goes with the next wait
   TimePoint now_;
   TimerWheel timers_;
   std::vector<epoll_event> events_;
   int readyCount_ = 0;
+  std::size_t uringReady_ = 0;
   std::vector<char> scratch_;
   // Written only by the loop thread (load + store, no read-modify-write),
   // read by scrapes on any thread.

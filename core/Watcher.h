@@ -1,11 +1,13 @@
-// Readiness registration for one descriptor on one EventLoop.
+// Readiness registration for one descriptor on one EventLoop, on either
+// backend (LoopBackend): the callback sees epoll's event bits on both.
 //
 // A Watcher never owns its fd: the object that owns the descriptor (a Socket,
 // an eventfd wrapper...) owns the Watcher too and destroys it first. The
-// destructor removes the fd from epoll, so a destroyed watcher can never be
-// dispatched, even later in the same epoll_wait batch.
+// destructor removes the fd from the loop, so a destroyed watcher can never be
+// dispatched, even later in the same batch of events.
 //
-// Interest changes cost an epoll_ctl only when the interest actually changes.
+// Interest changes cost an epoll_ctl (or an SQE, on io_uring) only when the
+// interest actually changes.
 //
 // A watcher must not be destroyed from inside its own callback (the callback
 // object would be destroyed while it runs); owners defer their destruction
@@ -23,6 +25,9 @@
 namespace keel {
 
 class EventLoop;
+namespace detail {
+class UringPoller;
+}
 
 class Watcher {
  public:
@@ -39,7 +44,8 @@ class Watcher {
   Watcher& operator=(const Watcher&) = delete;
 
   // Fails (and leaves the interest unchanged) when epoll_ctl fails: the
-  // owner closes its descriptor then; the loop is not affected.
+  // owner closes its descriptor then; the loop is not affected. io_uring
+  // reports such a failure later, as EPOLLERR|EPOLLHUP to the callback.
   [[nodiscard]] std::error_code setInterest(std::uint32_t events) noexcept;
   [[nodiscard]] std::error_code enable(std::uint32_t events) noexcept {
     return setInterest(interest_ | events);
@@ -47,7 +53,7 @@ class Watcher {
   [[nodiscard]] std::error_code disable(std::uint32_t events) noexcept {
     return setInterest(interest_ & ~events);
   }
-  // Removes the fd from epoll now (before the owner closes it). Idempotent.
+  // Removes the fd from the loop now (before the owner closes it). Idempotent.
   void detach();
 
   [[nodiscard]] std::uint32_t interest() const noexcept { return interest_; }
@@ -57,12 +63,15 @@ class Watcher {
 
  private:
   friend class EventLoop;
+  friend class detail::UringPoller;
   void dispatch(std::uint32_t events) { cb_(events); }
 
   EventLoop& loop_;
   int fd_;
   std::uint32_t interest_ = 0;
-  bool registered_ = false;
+  bool registered_ = false;  // epoll: in the interest list; io_uring: holds slot_
+  bool armed_ = false;       // io_uring: a poll is queued or in flight
+  std::uint32_t slot_ = 0;   // io_uring: index in the poller's slot table
   Callback cb_;
 };
 

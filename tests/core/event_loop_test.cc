@@ -64,12 +64,14 @@ TEST(EventLoop, RunInLoopOnTheLoopThreadRunsImmediately) {
   EXPECT_TRUE(ran);
 }
 
-// True while thread `tid` of this process is blocked in an epoll wait: the
-// kernel names the system call it sleeps in (/proc/.../syscall).
-bool blockedInEpollWait(pid_t tid) {
+// True while thread `tid` of this process is blocked in the wait of the
+// loop's backend: the kernel names the system call it sleeps in
+// (/proc/.../syscall).
+bool blockedInLoopWait(pid_t tid, LoopBackend backend) {
   std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/syscall");
   long nr = -1;
   if (!(in >> nr)) return false;  // "running": not in a system call
+  if (backend == LoopBackend::IoUring) return nr == SYS_io_uring_enter;
 #ifdef SYS_epoll_wait
   if (nr == SYS_epoll_wait) return true;
 #endif
@@ -86,14 +88,14 @@ TEST(EventLoop, QuitFromAnotherThreadWakesABlockedLoop) {
   std::atomic<bool> sawBlocked{false};
   std::thread killer([&] {
     // The quit must arrive while the loop really sleeps, or it would test
-    // nothing: wait until the kernel shows it blocked in epoll_wait.
-    sawBlocked = test::eventually([&] { return blockedInEpollWait(loopTid); }, 5000ms);
+    // nothing: wait until the kernel shows it blocked in its wait.
+    sawBlocked = test::eventually([&] { return blockedInLoopWait(loopTid, loop.backend()); }, 5000ms);
     loop.quit();
   });
   const auto start = Clock::now();
   loop.loop();  // no timers, no fds: only the wake-up can end this
   killer.join();
-  EXPECT_TRUE(sawBlocked.load()) << "the loop never blocked in epoll_wait";
+  EXPECT_TRUE(sawBlocked.load()) << "the loop never blocked in its wait (" << toString(loop.backend()) << ")";
   EXPECT_LT(Clock::now() - start, 5s);
 }
 
