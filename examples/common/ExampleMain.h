@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -27,6 +28,25 @@ inline const std::vector<std::string> kProfileNames{"kernel", "latency", "throug
   if (name == "latency") return TcpProfile::Latency;
   if (name == "throughput") return TcpProfile::Throughput;
   return std::nullopt;
+}
+
+// The names --backend accepts. auto: KEEL_LOOP_BACKEND, else epoll.
+inline const std::vector<std::string> kBackendNames{"auto", "epoll", "io_uring"};
+
+// The loop options for --backend NAME, for the main loop and the server's
+// I/O loops alike. An io_uring this machine refuses is reported here, with
+// the reason, before anything is built; nullopt then (exit 1).
+[[nodiscard]] inline std::optional<LoopOptions> loopOptionsFor(std::string_view backend, std::string_view name) {
+  LoopOptions o;
+  o.backend = parseLoopBackend(backend).value_or(LoopBackend::Auto);
+  if (o.backend != LoopBackend::IoUring) return o;
+  try {
+    EventLoop probe(o);
+  } catch (const std::system_error& e) {
+    std::fprintf(stderr, "%.*s: --backend io_uring: %s\n", static_cast<int>(name.size()), name.data(), e.what());
+    return std::nullopt;
+  }
+  return o;
 }
 
 // Starts `server` and prints "NAME listening on ADDR" (what the tests and

@@ -4,6 +4,7 @@
 //   keel-echo --port 7000 [--threads 2] [--unix /tmp/echo.sock]
 //             [--profile kernel|latency|throughput] [--idle-timeout-ms 30000]
 //             [--tls-cert FILE --tls-key FILE] [--coroutine] [--metrics-port P]
+//             [--backend auto|epoll|io_uring]
 //
 // What it shows: a Server, a one-method Handler as the application, I/O
 // loops on threads, and a clean stop on SIGINT/SIGTERM that lets every
@@ -74,6 +75,9 @@ int main(int argc, char** argv) {
   app.add_option("--host", host, "address to bind (numeric IPv4 or IPv6)");
   app.add_option("--port", port, "TCP port (0 picks a free one)");
   app.add_option("--threads", threads, "I/O threads (0: all on the main loop)");
+  std::string backend = "auto";
+  app.add_option("--backend", backend, "loop backend: auto (KEEL_LOOP_BACKEND, else epoll), epoll or io_uring")
+      ->check(CLI::IsMember(keel::example::kBackendNames));
   app.add_option("--unix", unixPath, "listen on this Unix-domain socket path instead of TCP");
   // IsMember refuses anything else with a message naming the accepted values
   // (exit status 105, CLI11's ValidationError).
@@ -94,7 +98,9 @@ int main(int argc, char** argv) {
   const keel::TcpProfile profile =
       keel::example::parseProfile(profileName).value_or(keel::TcpProfile::Kernel);
 
-  keel::EventLoop loop;
+  const auto loopOptions = keel::example::loopOptionsFor(backend, "keel-echo");
+  if (!loopOptions) return 1;
+  keel::EventLoop loop(*loopOptions);
 
   auto addr = unixPath.empty() ? (host.find(':') != std::string::npos ? keel::SocketAddress::ipv6(host, port)
                                                                       : keel::SocketAddress::ipv4(host, port))
@@ -107,6 +113,7 @@ int main(int argc, char** argv) {
 
   keel::ServerOptions options;
   options.ioThreads = threads;
+  options.loopOptions = *loopOptions;
   keel::Server server(loop, *addr, options);
   // SIGINT/SIGTERM: a graceful stop, then the loop quits (exit 0); a
   // second signal aborts whatever is still open.

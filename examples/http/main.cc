@@ -314,6 +314,9 @@ int main(int argc, char** argv) {
   std::int64_t drainTimeoutMs = 10'000;
   app.add_option("--host", host, "address to bind (numeric IPv4 or IPv6)");
   app.add_option("--port", port, "TCP port (0 picks a free one)");
+  std::string backend = "auto";
+  app.add_option("--backend", backend, "loop backend: auto (KEEL_LOOP_BACKEND, else epoll), epoll or io_uring")
+      ->check(CLI::IsMember(keel::example::kBackendNames));
   app.add_option("--threads", threads, "I/O threads (0: all on the main loop)");
   app.add_option("--idle-seconds", idleSeconds, "close keep-alive connections idle this long (0: never)");
   app.add_option("--header-timeout-ms", headerTimeoutMs,
@@ -337,7 +340,9 @@ int main(int argc, char** argv) {
   keel::TlsContext::Ptr tls;
   if (tlsFlags.on() && !(tls = keel::example::serverTls(tlsFlags, "keel-http", {"http/1.1"}))) return 1;
 
-  keel::EventLoop loop;
+  const auto loopOptions = keel::example::loopOptionsFor(backend, "keel-http");
+  if (!loopOptions) return 1;
+  keel::EventLoop loop(*loopOptions);
 
   auto addr = host.find(':') != std::string::npos ? keel::SocketAddress::ipv6(host, port)
                                                   : keel::SocketAddress::ipv4(host, port);
@@ -349,6 +354,7 @@ int main(int argc, char** argv) {
   if (!keel::http::inheritListeners(handoffPath, inherited)) return 1;
   keel::ServerOptions options;
   options.ioThreads = threads;
+  options.loopOptions = *loopOptions;
   options.reusePort = reusePort;
   options.connection.pauseReadingAtHighWatermark = true;  // pipelining without reading: stop reading
   options.connection.shutdownTimeout = std::chrono::seconds(5);

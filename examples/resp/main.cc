@@ -157,6 +157,9 @@ int main(int argc, char** argv) {
   RespStore::Options storeOptions;
   app.add_option("--host", host, "address to bind (numeric IPv4)");
   app.add_option("--port", port, "TCP port (0 picks a free one)");
+  std::string backend = "auto";
+  app.add_option("--backend", backend, "loop backend: auto (KEEL_LOOP_BACKEND, else epoll), epoll or io_uring")
+      ->check(CLI::IsMember(keel::example::kBackendNames));
   app.add_option("--threads", threads, "I/O threads (0: everything on the main loop; >0 locks the store)");
   app.add_option("--tcp", tcp, "TCP tuning profile")->check(CLI::IsMember(keel::example::kProfileNames));
   app.add_option("--max-memory", storeOptions.maxMemoryBytes, "cap on keys+values held (bytes)");
@@ -175,7 +178,9 @@ int main(int argc, char** argv) {
   storeOptions.shared = threads > 0;  // one keyspace for all loops: locked per command
   RespStore store(storeOptions);
 
-  keel::EventLoop loop;
+  const auto loopOptions = keel::example::loopOptionsFor(backend, "keel-resp");
+  if (!loopOptions) return 1;
+  keel::EventLoop loop(*loopOptions);
 
   auto addr = keel::SocketAddress::ipv4(host, port);
   if (!addr) {
@@ -184,6 +189,7 @@ int main(int argc, char** argv) {
   }
   keel::ServerOptions options;
   options.ioThreads = threads;
+  options.loopOptions = *loopOptions;
   // A client that pipelines without reading its replies is paused, not buffered.
   options.connection.pauseReadingAtHighWatermark = true;
   // A protocol error is answered with -ERR and then closed, like Redis: a

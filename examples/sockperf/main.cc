@@ -1,7 +1,7 @@
 // keel-sockperf: a responder for sockperf's TCP and UDP wire format, so the
 // stock `sockperf ping-pong` / `sockperf under-load` clients can measure keel.
 //
-//   keel-sockperf --port 11111 [--threads 2]
+//   keel-sockperf --port 11111 [--threads 2] [--backend auto|epoll|io_uring]
 //   sockperf ping-pong -i 127.0.0.1 -p 11111 [--tcp] -m 64
 //
 // What it shows: one port served over TCP (a Server with a framing handler:
@@ -24,6 +24,7 @@
 #include <keel/net/Server.h>
 #include <keel/net/UdpEndpoint.h>
 
+#include "../common/ExampleMain.h"
 #include "SockperfFrame.h"
 
 namespace {
@@ -104,9 +105,14 @@ int main(int argc, char** argv) {
   app.add_option("--host", host, "numeric IPv4 address to bind");
   app.add_option("--port", port, "TCP and UDP port (0 picks a free one)");
   app.add_option("--threads", threads, "I/O threads for TCP (0: everything on the main loop)");
+  std::string backend = "auto";
+  app.add_option("--backend", backend, "loop backend: auto (KEEL_LOOP_BACKEND, else epoll), epoll or io_uring")
+      ->check(CLI::IsMember(keel::example::kBackendNames));
   CLI11_PARSE(app, argc, argv);
 
-  keel::EventLoop loop;
+  const auto loopOptions = keel::example::loopOptionsFor(backend, "keel-sockperf");
+  if (!loopOptions) return 1;
+  keel::EventLoop loop(*loopOptions);
   std::unique_ptr<keel::Server> server;
   UdpResponder responder;
   keel::UdpEndpoint udp(
@@ -124,6 +130,7 @@ int main(int argc, char** argv) {
     }
     keel::ServerOptions options;
     options.ioThreads = threads;
+    options.loopOptions = *loopOptions;
     server = std::make_unique<keel::Server>(loop, *addr, options);
     server->setPipelineInit([](keel::Connection& c) { c.pipeline().emplaceLast<SockperfResponder>(); });
     if (auto ec = server->start()) {
