@@ -12,7 +12,16 @@
 // io_uring_submit_and_wait: it submits the sends and re-arms queued while
 // handling the previous turn's completions and waits for the next ones.
 // A connection has at most one send in flight (two could be reordered); the
-// rest wait in its queue, and a short send re-sends the remainder first.
+// rest wait in its queue. MSG_WAITALL has the kernel finish a short send
+// itself, so a short result means the socket failed (the remainder is
+// queued anyway, and its send fails too).
+// A send on loopback completes inside the io_uring_enter that submits it, so
+// waiting for one completion would return at once with it: two enters per
+// ping-pong message. The wait asks for one more completion than the sends
+// just submitted, unless a connection needs its send's completion to go on
+// (more bytes queued behind it, a recv to re-arm, a close to finish, buffers
+// to give back to a starved recv): otherwise the peer's next bytes are the
+// event that ends the wait, and the send's completion is handled with them.
 // The ring runs with SINGLE_ISSUER | DEFER_TASKRUN (completion work runs in
 // our io_uring_enter, not as an interrupt of whatever we are doing), or
 // plain if the kernel refuses them.
@@ -72,12 +81,15 @@ char* gBufs = nullptr;
 int gReturned = 0;          // buffers given back this turn, published at its end
 std::vector<Conn> gConns;   // indexed by fd
 std::vector<int> gStarved;  // recv ended with -ENOBUFS: re-armed once buffers return
+std::vector<int> gSent;     // connections whose send was queued this turn
+bool gFlushed = false;      // the SQ filled up mid-turn and was submitted early
 int gListenFd = -1;
 
 io_uring_sqe* sqe() {
   io_uring_sqe* s = io_uring_get_sqe(&gRing);
   if (s == nullptr) {  // queue full: submit what is there, which frees every slot
     io_uring_submit(&gRing);
+    gFlushed = true;
     s = io_uring_get_sqe(&gRing);
   }
   return s;
@@ -106,9 +118,11 @@ void armRecv(int fd, Conn& c) {
 void sendFront(int fd, Conn& c) {
   const Chunk& ch = c.out.front();
   io_uring_sqe* s = sqe();
-  io_uring_prep_send(s, fd, gBufs + std::size_t{ch.bid} * kBufSize + ch.off, ch.len, MSG_NOSIGNAL);
+  io_uring_prep_send(s, fd, gBufs + std::size_t{ch.bid} * kBufSize + ch.off, ch.len,
+                     MSG_NOSIGNAL | MSG_WAITALL);
   io_uring_sqe_set_data64(s, tag(fd, kSend));
   c.sending = true;
+  gSent.push_back(fd);
 }
 
 // The fd is closed only once no operation on it can still complete, so a
@@ -206,6 +220,19 @@ void endTurn() {
   gStarved.clear();
 }
 
+// How many completions the next io_uring_enter waits for (see the top).
+unsigned waitCount() {
+  bool needed = gFlushed || !gStarved.empty();
+  for (int fd : gSent) {
+    const Conn& c = gConns[static_cast<std::size_t>(fd)];
+    needed = needed || c.out.size() > 1 || !c.recvArmed || c.closing;
+  }
+  const auto n = needed ? 1 : static_cast<unsigned>(gSent.size()) + 1;
+  gSent.clear();
+  gFlushed = false;
+  return n;
+}
+
 bool setupRing(const char*& mode) {
   io_uring_params p{};
   p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
@@ -288,7 +315,7 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   while (!gStop) {
-    int rc = io_uring_submit_and_wait(&gRing, 1);
+    int rc = io_uring_submit_and_wait(&gRing, waitCount());
     if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
       std::fprintf(stderr, "floor-uring-echo: io_uring_submit_and_wait: %s\n", std::strerror(-rc));
       return 1;
