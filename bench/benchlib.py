@@ -190,7 +190,13 @@ class Server:
     def built(self):
         return self.binary.is_file() and os.access(self.binary, os.X_OK)
 
+    def skip(self, reason):
+        """Never started: its rows say "skipped: reason"."""
+        self.status = f"skipped: {reason}"
+
     def start(self, timeout=15.0):
+        if self.status.startswith("skipped"):
+            return False
         if not self.built:
             self.status, self.error = "not built", f"{self.binary} not found"
             return False
@@ -279,6 +285,42 @@ class ServerSet:
 
     def running(self):
         return [s for s in self.servers if s.status == "ok"]
+
+
+# ---- the io_uring rows (issue 16) --------------------------------------------------
+
+FLOOR_URING = "floor-uring-echo"
+KEEL_URING = "keel-echo-uring"
+_backend_flag = {}
+
+
+def has_backend_flag(binary):
+    """True when `binary --help` lists --backend (keel's io_uring loop backend)."""
+    key = str(binary)
+    if key not in _backend_flag:
+        try:
+            r = subprocess.run([key, "--help"], capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+            _backend_flag[key] = "--backend" in r.stdout + r.stderr
+        except (OSError, subprocess.TimeoutExpired):
+            _backend_flag[key] = False
+    return _backend_flag[key]
+
+
+def uring_floor(bindir):
+    """floor-uring-echo, the io_uring floor; skipped when the build had no liburing."""
+    s = Server(FLOOR_URING, Path(bindir) / "floor-uring-echo", [], "floor-uring-echo (io_uring)")
+    if not s.built:
+        s.skip("floor-uring-echo not built (no liburing when the build was configured)")
+    return s
+
+
+def keel_uring(bindir, args=("--threads", "0"), label="keel-echo --backend io_uring (1 loop)"):
+    """keel-echo on its io_uring backend; skipped when this keel-echo has no --backend flag."""
+    binary = Path(bindir) / "keel-echo"
+    s = Server(KEEL_URING, binary, [*args, "--backend", "io_uring"], label)
+    if s.built and not has_backend_flag(binary):
+        s.skip("keel-echo has no --backend")
+    return s
 
 
 def rotated(items, r):

@@ -15,11 +15,12 @@ Sections
      coalescing.
   3. throughput: keel-tput, 16 KiB blocks ping-ponged over 1..1000
      connections, MiB/s.
-  2, 4, 5, 7..11: modules in bench/sections/ (see its README.md); 9 is
+  2, 4, 5, 7..12: modules in bench/sections/ (see its README.md); 9 is
      wrk against keel-http, keep-alive and close per request, with the
      TIME_WAIT left on each side; 10 is silly-window avoidance (keel-sws);
      11 is TLS (bench/sections/tls.py): HTTPS and handshakes/s against
-     nginx, RESP over TLS against redis-server, idle TLS memory.
+     nginx, RESP over TLS against redis-server, idle TLS memory; 12 is the
+     servers' CPU per message at 1,000 connections (bench/sections/cpu.py).
   6. micro-benchmarks: timer_bench and micro_bench (Google Benchmark).
 
 Every server is its own process, started on port 0; its "listening on
@@ -27,6 +28,9 @@ HOST:PORT" line gives the port. Comparisons are side by side in one run:
 each round runs every server once (the order rotates from round to round),
 and the figures reported are medians over rounds. Every figure is also given
 as a ratio to floor-echo (the bare epoll loop) measured in the same run.
+floor-uring-echo, the bare io_uring loop, is a second floor row in 1 and 3
+(its "x floor" is its ratio to floor-echo), and keel-echo --backend io_uring
+is the row keel-echo-uring when keel-echo has that flag (else "skipped").
 
 A binary that is not built becomes a "not built" row; a server that fails
 becomes a "failed" row. Neither fails the run.
@@ -109,7 +113,7 @@ def coro_servers(bindir, keel_name):
     ]
 
 
-def coro_ratios(rows, coro, pairs, field, group):
+def pair_ratios(rows, coro, pairs, field, group):
     """Per group (size or connections): coro's figure / each named peer's, from the same run's medians."""
     out = {}
     for g in sorted({r[group] for r in rows}):
@@ -119,12 +123,32 @@ def coro_ratios(rows, coro, pairs, field, group):
     return out
 
 
+def uring_summary(rows, servers, fields, group, unit, keel_peer):
+    """The io_uring rows (issue 16) against their peers, per group (size or connections), printed and returned:
+    the two floors (floor-uring-echo / floor-echo), keel on io_uring against the io_uring floor and against
+    keel-echo on epoll. A row that did not run gets its status instead."""
+    status = {s.name: s.status for s in servers}
+    out = {}
+    for name, peer in ((FLOOR_URING, FLOOR), (KEEL_URING, FLOOR_URING), (KEEL_URING, keel_peer)):
+        by = {f: pair_ratios(rows, name, [peer], f, group) for f in fields}
+        key = f"{name}/{peer}"
+        out[key] = {g: {f.removesuffix("_us"): d.get(f"{f}/{peer}") for f in fields for d in [by[f][g]]}
+                    for g in by[fields[0]]}
+        st = status.get(name, "not run")
+        text = "; ".join(f"{g} {unit} " + " ".join(f"{k} {fmt_ratio(v)}" for k, v in d.items())
+                         for g, d in out[key].items()) or (st if st != "ok" else "no figures")
+        say(f"  {key}: {text}")
+    return out
+
+
 def section_latency(cfg, bindir):
     say("\n== 1. small-packet ping-pong latency (one connection, one message in flight)")
     client = bindir / "keel-pingpong"
     servers = [
         Server(FLOOR, bindir / "floor-echo", []),
+        uring_floor(bindir),
         Server("keel-echo", bindir / "keel-echo", ["--threads", "0"], "keel-echo (1 loop)"),
+        keel_uring(bindir),
         # The cost of metrics (issue 17): the same server with its registry,
         # loop measurement and /metrics endpoint on (nothing scrapes it).
         Server(METRICS, bindir / "keel-echo", ["--threads", "0", "--metrics-port", "0"],
@@ -137,7 +161,7 @@ def section_latency(cfg, bindir):
     # the same run: KEEL_BENCH_BASELINE_ECHO names an older keel-echo build.
     baseline = os.environ.get("KEEL_BENCH_BASELINE_ECHO")
     if baseline:
-        servers.insert(2, Server("keel-echo-baseline", Path(baseline), ["--threads", "0"],
+        servers.insert(3, Server("keel-echo-baseline", Path(baseline), ["--threads", "0"],
                                  "keel-echo (baseline build)"))
     sizes = cfg["lat_sizes"]
     rounds = cfg["lat_rounds"]
@@ -236,14 +260,16 @@ def section_latency(cfg, bindir):
     if mrows:
         say("\n  metrics cost: keel-echo with --metrics-port vs without (ratio = with / without)")
         say(table(["size", "p50 off", "p50 on", "p50 ratio", "p99 off", "p99 on", "p99 ratio"], mrows, "rrrrrrr"))
-    coro = {k: coro_ratios(rows, "keel-echo-coro", ["keel-echo", "asio-coro-echo"], k, "size")
+    coro = {k: pair_ratios(rows, "keel-echo-coro", ["keel-echo", "asio-coro-echo"], k, "size")
             for k in ("p50_us", "p99_us")}
     say("  coroutine cost (keel-echo --coroutine / peer; goal p50 <= 1.03 x keel-echo, <= 1.00 x asio-coro-echo): "
         + "; ".join(f"{z} B " + ", ".join(f"{k} {fmt_ratio(v)}" for k, v in d.items())
                     for z, d in coro["p50_us"].items()))
+    uring = uring_summary(rows, servers, ("p50_us", "p99_us"), "size", "B", "keel-echo")
     return {
         "status": "ok",
         "coroutine_ratios": coro,
+        "uring_ratios": uring,
         "client": "keel-pingpong --nodelay 1 --mode echo",
         "sizes": sizes,
         "rounds": rounds,
@@ -265,8 +291,10 @@ def section_throughput(cfg, bindir):
     client = bindir / "keel-tput"
     servers = [
         Server(FLOOR, bindir / "floor-echo", []),
+        uring_floor(bindir),
         Server("keel-echo/1loop", bindir / "keel-echo", ["--threads", "0"], "keel-echo (1 loop)"),
         Server("keel-echo/2loops", bindir / "keel-echo", ["--threads", "2"], "keel-echo (2 loops)"),
+        keel_uring(bindir),
         Server("libevent-echo", bindir / "libevent-echo", []),
         Server("libuv-echo", bindir / "libuv-echo", []),
         Server("asio-echo", bindir / "asio-echo", []),
@@ -338,13 +366,15 @@ def section_throughput(cfg, bindir):
                         else row["status"])
         trows.append(line)
     say(table(["server"] + [f"{c} conn" for c in conns], trows))
-    coro = coro_ratios(rows, "keel-echo-coro/1loop", ["keel-echo/1loop", "asio-coro-echo"], "mib_per_s",
+    coro = pair_ratios(rows, "keel-echo-coro/1loop", ["keel-echo/1loop", "asio-coro-echo"], "mib_per_s",
                        "connections")
     say("  coroutine throughput (keel-echo --coroutine / peer; goal >= 0.97 x keel-echo): "
         + "; ".join(f"{c} conn " + ", ".join(f"{k} {fmt_ratio(v)}" for k, v in d.items()) for c, d in coro.items()))
+    uring = uring_summary(rows, servers, ("mib_per_s",), "connections", "conn", "keel-echo/1loop")
     return {
         "status": "ok",
         "coroutine_ratios": coro,
+        "uring_ratios": uring,
         "client": "keel-tput",
         "block": block,
         "connections": conns,

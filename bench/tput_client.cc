@@ -14,6 +14,9 @@
 // starts with its own 8-byte id (and, for B >= 16, a message counter), and
 // every echoed block must equal what was sent.
 // Prints MiB/s and messages/s; --json prints one JSON object on one line.
+// --server-pid PID also reads that process's utime+stime (/proc/PID/stat) at
+// the start and end of the timed run, so the server's CPU per message covers
+// exactly the messages counted (not the connects or the warm-up).
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -29,6 +32,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <iterator>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -134,6 +140,20 @@ int connectTo(const addrinfo* list, std::string& error) {
   return -1;
 }
 
+// utime + stime of a process in seconds, or a negative value if unreadable.
+double cpuSeconds(long pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto paren = stat.rfind(')');  // the command name may hold spaces
+  if (paren == std::string::npos) return -1;
+  std::istringstream fields(stat.substr(paren + 1));
+  std::string skip;
+  for (int i = 0; i < 11; ++i) fields >> skip;  // state .. cmajflt
+  unsigned long long utime = 0, stime = 0;
+  if (!(fields >> utime >> stime)) return -1;
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
 double secondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
@@ -149,6 +169,7 @@ int main(int argc, char** argv) {
   double seconds = 0;
   double warmup = 1;
   bool json = false;
+  long serverPid = 0;
   app.add_option("--host", host, "server address or name")->capture_default_str();
   app.add_option("--port", port, "server TCP port")->required();
   app.add_option("--connections", connections, "concurrent connections")->capture_default_str();
@@ -158,6 +179,8 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", warmup, "untimed seconds first (and until every connection had a reply)")
       ->capture_default_str();
   app.add_flag("--json", json, "print one JSON object on one line");
+  app.add_option("--server-pid", serverPid, "also report this process's CPU time over the timed run")
+      ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
 
   if (port == 0) return std::fprintf(stderr, "keel-tput: --port must be in 1..65535\n"), 2;
@@ -251,9 +274,11 @@ int main(int argc, char** argv) {
   }
 
   const Totals before = totals;
+  const double cpu0 = serverPid > 0 ? cpuSeconds(serverPid) : -1;
   const auto start = Clock::now();
   if (!run([&] { return secondsSince(start) >= seconds; })) return 1;
   const double elapsed = secondsSince(start);
+  const double cpu1 = serverPid > 0 ? cpuSeconds(serverPid) : -1;
   for (Conn& c : conns) ::close(c.fd);
   ::close(ep);
 
@@ -261,14 +286,28 @@ int main(int argc, char** argv) {
   const auto msgs = static_cast<double>(totals.msgs - before.msgs);
   const double mibPerS = bytes / elapsed / (1024.0 * 1024.0);
   const double msgsPerS = msgs / elapsed;
+  std::string cpu;  // empty, or the JSON members / text of the server's CPU
+  if (serverPid > 0 && cpu0 >= 0 && cpu1 >= 0 && msgs > 0) {
+    const double usPerMsg = (cpu1 - cpu0) * 1e6 / msgs;
+    char text[160];
+    if (json)
+      std::snprintf(text, sizeof text, ",\"server_cpu_s\":%.3f,\"server_cpu_us_per_msg\":%.4f", cpu1 - cpu0,
+                    usPerMsg);
+    else
+      std::snprintf(text, sizeof text, "  server %.3f s CPU, %.3f us/msg\n", cpu1 - cpu0, usPerMsg);
+    cpu = text;
+  } else if (serverPid > 0) {
+    std::fprintf(stderr, "keel-tput: no CPU time for process %ld\n", serverPid);
+    return 1;
+  }
   if (json) {
     std::printf(
-        "{\"connections\":%d,\"block\":%lld,\"seconds\":%.3f,\"mib_per_s\":%.2f,\"msgs_per_s\":%.1f}\n",
-        connections, static_cast<long long>(block), elapsed, mibPerS, msgsPerS);
+        "{\"connections\":%d,\"block\":%lld,\"seconds\":%.3f,\"mib_per_s\":%.2f,\"msgs_per_s\":%.1f%s}\n",
+        connections, static_cast<long long>(block), elapsed, mibPerS, msgsPerS, cpu.c_str());
   } else {
     std::printf("keel-tput %s:%u connections=%d block=%lld seconds=%.3f warmup=%.1f\n", host.c_str(), port,
                 connections, static_cast<long long>(block), elapsed, warmup);
-    std::printf("  %.2f MiB/s  %.1f msgs/s\n", mibPerS, msgsPerS);
+    std::printf("  %.2f MiB/s  %.1f msgs/s\n%s", mibPerS, msgsPerS, cpu.c_str());
   }
   return 0;
 }
