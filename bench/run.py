@@ -15,12 +15,13 @@ Sections
      coalescing.
   3. throughput: keel-tput, 16 KiB blocks ping-ponged over 1..1000
      connections, MiB/s.
-  2, 4, 5, 7..12: modules in bench/sections/ (see its README.md); 9 is
+  2, 4, 5, 7..13: modules in bench/sections/ (see its README.md); 9 is
      wrk against keel-http, keep-alive and close per request, with the
      TIME_WAIT left on each side; 10 is silly-window avoidance (keel-sws);
      11 is TLS (bench/sections/tls.py): HTTPS and handshakes/s against
      nginx, RESP over TLS against redis-server, idle TLS memory; 12 is the
-     servers' CPU per message at 1,000 connections (bench/sections/cpu.py).
+     servers' CPU per message at 1,000 connections (bench/sections/cpu.py);
+     13 is server memory per idle connection against the peers (idlemem.py).
   6. micro-benchmarks: timer_bench and micro_bench (Google Benchmark).
 
 Every server is its own process, started on port 0; its "listening on

@@ -34,7 +34,7 @@ std::uint32_t Buffer::peekU32BE() const noexcept {
 void Buffer::ensureWritable(std::size_t n) {
   if (writableBytes() >= n) return;
   const std::size_t live = readableBytes();
-  if (!borrowed_ && read_ + writableBytes() >= n && read_ >= live) {
+  if (!borrowed() && read_ + writableBytes() >= n && read_ >= live) {
     // Enough room once consumed bytes are reclaimed, and the move is cheap
     // (no more than what was already consumed).
     std::memmove(data_, data_ + read_, live);
@@ -56,7 +56,6 @@ void Buffer::reallocate(std::size_t needed) {
   cap_ = ownedCap_ = cap;
   read_ = 0;
   write_ = live;
-  borrowed_ = false;
 }
 
 ssize_t Buffer::readFrom(int fd, std::span<char> scratch, std::size_t limit) {
@@ -85,16 +84,14 @@ void Buffer::borrow(std::span<char> region) noexcept {
   data_ = region.data();
   cap_ = region.size();
   read_ = write_ = 0;
-  borrowed_ = true;
 }
 
 void Buffer::settle(std::size_t keepCapacity) {
-  if (borrowed_) {
+  if (borrowed()) {
     const std::size_t live = readableBytes();
     const char* src = data_ + read_;
     data_ = owned_.get();
     cap_ = ownedCap_;
-    borrowed_ = false;
     read_ = write_ = 0;
     if (live != 0) append(src, live);
     return;
@@ -110,7 +107,6 @@ void Buffer::release() noexcept {
   data_ = nullptr;
   cap_ = ownedCap_ = 0;
   read_ = write_ = 0;
-  borrowed_ = false;
 }
 
 }  // namespace keel

@@ -30,8 +30,9 @@ class Buffer {
   [[nodiscard]] std::size_t readableBytes() const noexcept { return write_ - read_; }
   [[nodiscard]] bool empty() const noexcept { return write_ == read_; }
   [[nodiscard]] std::size_t writableBytes() const noexcept { return cap_ - write_; }
-  [[nodiscard]] std::size_t capacity() const noexcept { return borrowed_ ? 0 : cap_; }
-  [[nodiscard]] bool borrowed() const noexcept { return borrowed_; }
+  [[nodiscard]] std::size_t capacity() const noexcept { return borrowed() ? 0 : cap_; }
+  // Borrowed storage is never the owned block, which data_ is otherwise.
+  [[nodiscard]] bool borrowed() const noexcept { return data_ != owned_.get(); }
 
   [[nodiscard]] const char* peek() const noexcept { return data_ + read_; }
   [[nodiscard]] std::span<const char> readable() const noexcept { return {peek(), readableBytes()}; }
@@ -80,7 +81,6 @@ class Buffer {
   std::size_t ownedCap_ = 0;  // capacity of owned_, kept while borrowing
   std::size_t read_ = 0;
   std::size_t write_ = 0;
-  bool borrowed_ = false;
 };
 
 }  // namespace keel

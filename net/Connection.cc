@@ -47,10 +47,16 @@ std::string_view toString(ConnectionState s) noexcept {
 }
 
 Connection::Connection(EventLoop& loop, Socket socket, std::uint64_t id, ConnectionOptions options)
+    : Connection(loop, std::move(socket), id, std::make_shared<ConnectionOptions>(options)) {
+  ownsOptions_ = true;  // made for this connection alone
+}
+
+Connection::Connection(EventLoop& loop, Socket socket, std::uint64_t id,
+                       std::shared_ptr<const ConnectionOptions> options)
     : loop_(loop),
       socket_(std::move(socket)),
       id_(id),
-      options_(options),
+      options_(options ? std::move(options) : std::make_shared<ConnectionOptions>()),
       local_(addressOr(socket_, false)),
       peer_(addressOr(socket_, true)),
       pipeline_(*this),
@@ -61,6 +67,13 @@ Connection::~Connection() {
   // down with live connections. No events are fired from a destructor. The
   // Deferred members take themselves off the loop.
   if (deadline_.valid()) loop_.cancel(deadline_);
+  dropHookContext();
+}
+
+void Connection::dropHookContext() noexcept {
+  if (ownsHookContext_) delete static_cast<std::function<void(const Ptr&)>*>(closedHook_.context);
+  ownsHookContext_ = false;
+  closedHook_ = {};
 }
 
 template <class F>
@@ -138,18 +151,28 @@ void Connection::pauseReading() {
 void Connection::resumeReading() {
   KEEL_ASSERT_IN_LOOP(loop_, "Connection::resumeReading");
   pausedByUser_ = false;
-  if (pausedByInputCap_ && input_.readableBytes() < options_.maxInputBytes) pausedByInputCap_ = false;
+  if (pausedByInputCap_ && input_.readableBytes() < options_->maxInputBytes) pausedByInputCap_ = false;
   updateInterest();
 }
 
 void Connection::setWriteCoalescing(bool on) {
   KEEL_ASSERT_IN_LOOP(loop_, "Connection::setWriteCoalescing");
-  options_.coalesceWrites = on;
+  if (options_->coalesceWrites != on) editOptions().coalesceWrites = on;
   if (!on && flushScheduled_) {
-    loop_.cancelDeferred(flushAtEnd_);
     flushScheduled_ = false;
+    if (notices_[0] == Notice::None) loop_.cancelDeferred(*this);
     flushRaw();
   }
+}
+
+ConnectionOptions& Connection::editOptions() {
+  KEEL_ASSERT_IN_LOOP(loop_, "Connection::editOptions");
+  if (!ownsOptions_) {
+    options_ = std::make_shared<ConnectionOptions>(*options_);
+    ownsOptions_ = true;
+  }
+  // A non-const object this connection made, shared with nobody.
+  return const_cast<ConnectionOptions&>(*options_);
 }
 
 bool Connection::wantRead() const noexcept {
@@ -245,7 +268,7 @@ void Connection::shutdownRaw(CloseReason reason) {
     case ConnectionState::Open:
       if (shutdownPending_.load(std::memory_order_relaxed)) return;
       shutdownReason_ = reason;
-      armDeadline(options_.shutdownTimeout, reason, CloseMode::Reset);
+      armDeadline(options_->shutdownTimeout, reason, CloseMode::Reset);
       if (output_.empty() && !flushScheduled_) {
         doShutdownWrite();
       } else {
@@ -280,7 +303,7 @@ void Connection::closeRaw(CloseReason reason, CloseMode mode) {
   KEEL_ASSERT_IN_LOOP(loop_, "Connection close (pipeline head)");
   const ConnectionState s = state();
   if (s == ConnectionState::Closed) return;
-  if (mode == CloseMode::Reset || (options_.resetOnReasons & reasonBit(reason)) != 0) {
+  if (mode == CloseMode::Reset || (options_->resetOnReasons & reasonBit(reason)) != 0) {
     closeNow(reason, true);
     return;
   }
@@ -296,7 +319,7 @@ void Connection::closeRaw(CloseReason reason, CloseMode mode) {
   setState(ConnectionState::Closing);
   pendingReason_ = reason;
   updateInterest();
-  armDeadline(options_.closeTimeout, reason, CloseMode::Reset);
+  armDeadline(options_->closeTimeout, reason, CloseMode::Reset);
 }
 
 void Connection::armDeadline(Duration d, CloseReason reason, CloseMode mode) {
@@ -320,11 +343,8 @@ void Connection::closeNow(CloseReason reason, bool reset) {
   closeReason_ = reason;
   if (deadline_.valid()) loop_.cancel(deadline_);
   deadline_ = {};
-  if (flushScheduled_) {
-    loop_.cancelDeferred(flushAtEnd_);
-    flushScheduled_ = false;
-  }
-  loop_.cancelDeferred(notifyAtEnd_);
+  flushScheduled_ = false;
+  loop_.cancelDeferred(*this);
   notices_ = {};
   watcher_.detach();
   if (transport_ != nullptr) {
@@ -349,7 +369,7 @@ void Connection::closeNow(CloseReason reason, bool reset) {
   KEEL_DEBUG("conn {} ({}) closed: {}", id_, peer_.toString(), toString(reason));
   pipeline_.fireClosed(reason);
   pipeline_.removeAll();
-  if (closedHook_) closedHook_(self);
+  if (closedHook_.fn != nullptr) closedHook_.fn(closedHook_.context, self);
 }
 
 }  // namespace keel

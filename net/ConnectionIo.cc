@@ -39,9 +39,9 @@ ssize_t Connection::readOnce(std::size_t limit, std::size_t& offered) {
 
 void Connection::handleRead(std::uint32_t events) {
   const std::size_t room =
-      options_.maxInputBytes > input_.readableBytes() ? options_.maxInputBytes - input_.readableBytes() : 0;
+      options_->maxInputBytes > input_.readableBytes() ? options_->maxInputBytes - input_.readableBytes() : 0;
   std::size_t offered = 0;
-  const ssize_t n = readOnce(std::min(options_.maxReadPerEvent, room), offered);
+  const ssize_t n = readOnce(std::min(options_->maxReadPerEvent, room), offered);
 
   if (n > 0) {
     stats_.bytesIn += static_cast<std::uint64_t>(n);
@@ -57,7 +57,7 @@ void Connection::handleRead(std::uint32_t events) {
       return;
     }
     input_.settle();
-    if (input_.readableBytes() >= options_.maxInputBytes && !pausedByInputCap_) {
+    if (input_.readableBytes() >= options_->maxInputBytes && !pausedByInputCap_) {
       KEEL_WARN("conn {}: {} bytes of unconsumed input, pausing reading", id_, input_.readableBytes());
       pausedByInputCap_ = true;
       updateInterest();
@@ -94,7 +94,7 @@ std::error_code Connection::writeRaw(const Slices& data) {
   if (data.empty()) return {};
 
   std::size_t written = 0;
-  if (output_.empty() && !options_.coalesceWrites) {
+  if (output_.empty() && !options_->coalesceWrites) {
     iovec iov[Slices::kMax];
     for (std::size_t i = 0; i < data.count(); ++i) {
       iov[i].iov_base = const_cast<char*>(data[i].data());
@@ -118,9 +118,9 @@ std::error_code Connection::writeRaw(const Slices& data) {
   // the rest is refused whole (never half-queued) and the connection, whose
   // peer does not read, is reset.
   const std::size_t rest = data.totalBytes() - written;
-  if (output_.readableBytes() + rest > options_.maxOutputBytes) {
+  if (output_.readableBytes() + rest > options_->maxOutputBytes) {
     KEEL_WARN("conn {} ({}): {} bytes queued for a peer that does not read, over the {} byte cap; closing",
-              id_, peer_.toString(), output_.readableBytes() + rest, options_.maxOutputBytes);
+              id_, peer_.toString(), output_.readableBytes() + rest, options_->maxOutputBytes);
     closeLater(CloseReason::Overloaded, CloseMode::Reset);
     return std::make_error_code(std::errc::no_buffer_space);
   }
@@ -135,15 +135,15 @@ std::error_code Connection::writeRaw(const Slices& data) {
   const std::size_t queued = output_.readableBytes();
   if (queued > stats_.peakOutput) stats_.peakOutput = queued;
   account();
-  if (options_.coalesceWrites) {
+  if (options_->coalesceWrites) {
     scheduleFlush();
   } else {
     updateInterest();
   }
-  if (!aboveHighWatermark_ && queued >= options_.highWatermark) {
+  if (!aboveHighWatermark_ && queued >= options_->highWatermark) {
     aboveHighWatermark_ = true;
     highQueued_ = queued;
-    if (options_.pauseReadingAtHighWatermark) {
+    if (options_->pauseReadingAtHighWatermark) {
       pausedByBackpressure_ = true;  // at once: the next readiness must not read
       updateInterest();
     }
@@ -163,15 +163,11 @@ void Connection::account() noexcept {
 void Connection::scheduleFlush() {
   if (flushScheduled_) return;
   flushScheduled_ = true;
-  loop_.deferToEndOfIteration(flushAtEnd_);
-}
-
-void Connection::FlushAtEnd::runDeferred() {
-  conn.flushScheduled_ = false;
-  if (!conn.closed()) conn.flushRaw();
+  loop_.deferToEndOfIteration(*this);
 }
 
 void Connection::notify(Notice n) {
+  if (notices_[0] == Notice::None) noticesFirst_ = !flushScheduled_;
   // A crossing back before the last one was delivered replaces nothing: both
   // are delivered, in order. Two pending is the most there can be, since
   // crossings alternate.
@@ -182,16 +178,31 @@ void Connection::notify(Notice n) {
   } else {
     notices_[1] = Notice::None;  // High, Writable, High: the last two cancel out
   }
-  loop_.deferToEndOfIteration(notifyAtEnd_);
+  loop_.deferToEndOfIteration(*this);
 }
 
-void Connection::NotifyAtEnd::runDeferred() {
-  const auto pending = conn.notices_;
-  conn.notices_ = {};
+void Connection::runDeferred() {
+  // Only what was pending when this entry was queued runs now; what the
+  // first part asks for anew has queued the entry again, behind the work
+  // other connections asked for meanwhile, as two separate entries would.
+  const bool flush = flushScheduled_;
+  const bool notices = notices_[0] != Notice::None;
+  const bool noticesFirst = noticesFirst_;
+  if (notices && noticesFirst) deliverNotices();
+  if (flush && flushScheduled_) {
+    flushScheduled_ = false;
+    if (!closed()) flushRaw();
+  }
+  if (notices && !noticesFirst) deliverNotices();
+}
+
+void Connection::deliverNotices() {
+  const auto pending = notices_;
+  notices_ = {};
   for (const Notice n : pending) {
-    if (conn.closed()) return;
-    if (n == Notice::High) conn.pipeline_.fireHighWatermark(conn.highQueued_);
-    if (n == Notice::Writable) conn.pipeline_.fireWritable();
+    if (closed()) return;
+    if (n == Notice::High) pipeline_.fireHighWatermark(highQueued_);
+    if (n == Notice::Writable) pipeline_.fireWritable();
   }
 }
 
@@ -223,7 +234,7 @@ void Connection::flushRaw() {
 
 void Connection::afterOutputShrank() {
   if (closed()) return;
-  if (aboveHighWatermark_ && output_.readableBytes() <= options_.lowWatermark) {
+  if (aboveHighWatermark_ && output_.readableBytes() <= options_->lowWatermark) {
     aboveHighWatermark_ = false;
     if (pausedByBackpressure_) {
       pausedByBackpressure_ = false;

@@ -152,24 +152,37 @@ void HandlerContext::close(CloseReason reason, CloseMode mode) { KEEL_OUTBOUND(c
 void HandlerContext::remove() { pipeline_->remove(*handler_); }
 
 // ---- Pipeline ---------------------------------------------------------------
-Pipeline::Pipeline(Connection& conn) : conn_(conn) {
-  contexts_.push_back(
-      std::unique_ptr<HandlerContext>(new HandlerContext(*this, std::make_unique<HeadHandler>())));
-  contexts_.push_back(
-      std::unique_ptr<HandlerContext>(new HandlerContext(*this, std::make_unique<TailHandler>())));
-  head_ = contexts_[0].get();
-  tail_ = contexts_[1].get();
-  head_->next_ = tail_;
-  tail_->prev_ = head_;
+namespace {
+// Stateless, so one of each serves every pipeline on every thread.
+HeadHandler g_head;
+TailHandler g_tail;
+}  // namespace
+
+HandlerContext::~HandlerContext() {
+  if (owned_) delete handler_;
 }
 
-Pipeline::~Pipeline() = default;
+Pipeline::Pipeline(Connection& conn)
+    : conn_(conn), head_(*this, &g_head, false), tail_(*this, &g_tail, false) {
+  head_.next_ = &tail_;
+  tail_.prev_ = &head_;
+}
+
+Pipeline::~Pipeline() {
+  // Normally empty by now (removeAll at close): this covers a connection
+  // destroyed while still holding handlers.
+  for (HandlerContext* c = head_.next_; c != &tail_;) {
+    HandlerContext* next = c->next_;
+    delete c;
+    c = next;
+  }
+  collect();
+}
 
 void Pipeline::insertBefore(HandlerContext* at, std::unique_ptr<Handler> h) {
   KEEL_ASSERT_IN_LOOP(conn_.loop(), "Pipeline::add");
-  auto owned = std::unique_ptr<HandlerContext>(new HandlerContext(*this, std::move(h)));
-  HandlerContext* c = owned.get();
-  contexts_.push_back(std::move(owned));
+  auto* c = new HandlerContext(*this, h.get(), true);
+  (void)h.release();  // c owns it now
   c->prev_ = at->prev_;
   c->next_ = at;
   at->prev_->next_ = c;
@@ -182,8 +195,8 @@ void Pipeline::insertBefore(HandlerContext* at, std::unique_ptr<Handler> h) {
 
 bool Pipeline::remove(const Handler& h) {
   KEEL_ASSERT_IN_LOOP(conn_.loop(), "Pipeline::remove");
-  for (HandlerContext* c = head_->next_; c != tail_; c = c->next_) {
-    if (c->handler_.get() != &h) continue;
+  for (HandlerContext* c = head_.next_; c != &tail_; c = c->next_) {
+    if (c->handler_ != &h) continue;
     Guard guard(*this);
     unlink(c);
     c->handler_->handlerRemoved(*c);
@@ -200,21 +213,22 @@ void Pipeline::unlink(HandlerContext* c) {
   c->removed_ = true;
   --count_;
   if (c->handler_->encodesMessages()) --codecs_;
-  for (auto it = contexts_.begin(); it != contexts_.end(); ++it) {
-    if (it->get() == c) {
-      graveyard_.push_back(std::move(*it));
-      contexts_.erase(it);
-      break;
-    }
+  if (!graveyard_) graveyard_ = std::make_unique<std::vector<HandlerContext*>>();
+  graveyard_->push_back(c);
+}
+
+void Pipeline::collect() noexcept {
+  // A handler's destructor may remove another, which starts a new graveyard.
+  while (graveyard_) {
+    const auto dead = std::move(graveyard_);
+    for (HandlerContext* c : *dead) delete c;
   }
 }
 
-void Pipeline::collect() noexcept { graveyard_.clear(); }
-
 void Pipeline::removeAll() {
   Guard guard(*this);
-  while (head_->next_ != tail_) {
-    HandlerContext* c = head_->next_;
+  while (head_.next_ != &tail_) {
+    HandlerContext* c = head_.next_;
     unlink(c);
     c->handler_->handlerRemoved(*c);
   }
@@ -222,22 +236,22 @@ void Pipeline::removeAll() {
 
 std::vector<std::string_view> Pipeline::names() const {
   std::vector<std::string_view> out;
-  for (HandlerContext* c = head_->next_; c != tail_; c = c->next_) out.push_back(c->handler_->name());
+  for (HandlerContext* c = head_.next_; c != &tail_; c = c->next_) out.push_back(c->handler_->name());
   return out;
 }
 
-void Pipeline::fireConnected() { head_->fireConnected(); }
-void Pipeline::fireData(Buffer& in) { head_->fireData(in); }
-void Pipeline::firePeerHalfClosed(PeerFin& fin) { head_->firePeerHalfClosed(fin); }
-void Pipeline::fireReadComplete() { head_->fireReadComplete(); }
-void Pipeline::fireHighWatermark(std::size_t queued) { head_->fireHighWatermark(queued); }
-void Pipeline::fireWritable() { head_->fireWritable(); }
-void Pipeline::fireUserEvent(const UserEvent& event) { head_->fireUserEvent(event); }
-void Pipeline::fireClosed(CloseReason reason) { head_->fireClosed(reason); }
-std::error_code Pipeline::write(const Slices& data) { return tail_->write(data); }
-std::error_code Pipeline::writeFrame(const Slices& payload) { return tail_->writeFrame(payload); }
-void Pipeline::flush() { tail_->flush(); }
-void Pipeline::shutdown(CloseReason reason) { tail_->shutdown(reason); }
-void Pipeline::close(CloseReason reason, CloseMode mode) { tail_->close(reason, mode); }
+void Pipeline::fireConnected() { head_.fireConnected(); }
+void Pipeline::fireData(Buffer& in) { head_.fireData(in); }
+void Pipeline::firePeerHalfClosed(PeerFin& fin) { head_.firePeerHalfClosed(fin); }
+void Pipeline::fireReadComplete() { head_.fireReadComplete(); }
+void Pipeline::fireHighWatermark(std::size_t queued) { head_.fireHighWatermark(queued); }
+void Pipeline::fireWritable() { head_.fireWritable(); }
+void Pipeline::fireUserEvent(const UserEvent& event) { head_.fireUserEvent(event); }
+void Pipeline::fireClosed(CloseReason reason) { head_.fireClosed(reason); }
+std::error_code Pipeline::write(const Slices& data) { return tail_.write(data); }
+std::error_code Pipeline::writeFrame(const Slices& payload) { return tail_.writeFrame(payload); }
+void Pipeline::flush() { tail_.flush(); }
+void Pipeline::shutdown(CloseReason reason) { tail_.shutdown(reason); }
+void Pipeline::close(CloseReason reason, CloseMode mode) { tail_.close(reason, mode); }
 
 }  // namespace keel

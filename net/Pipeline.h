@@ -9,6 +9,7 @@
 // Thread-safety: loop thread of the owning connection only.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string_view>
 #include <system_error>
@@ -53,15 +54,21 @@ class HandlerContext {
 
  private:
   friend class Pipeline;
-  HandlerContext(Pipeline& p, std::unique_ptr<Handler> h) noexcept : pipeline_(&p), handler_(std::move(h)) {}
+  // The head's and tail's handlers are shared, stateless objects: only the
+  // handlers added to a pipeline are owned (and deleted) by their context.
+  HandlerContext(Pipeline& p, Handler* h, bool owned) noexcept : pipeline_(&p), handler_(h), owned_(owned) {}
+  ~HandlerContext();
+  HandlerContext(const HandlerContext&) = delete;
+  HandlerContext& operator=(const HandlerContext&) = delete;
   HandlerContext* nextLive() const noexcept;
   HandlerContext* prevLive() const noexcept;
 
   Pipeline* pipeline_;
-  std::unique_ptr<Handler> handler_;
+  Handler* handler_;
   HandlerContext* prev_ = nullptr;
   HandlerContext* next_ = nullptr;
   bool removed_ = false;
+  bool owned_;
 };
 
 class Pipeline {
@@ -75,13 +82,13 @@ class Pipeline {
   template <class H>
   H& addLast(std::unique_ptr<H> h) {
     H& ref = *h;
-    insertBefore(tail_, std::move(h));
+    insertBefore(&tail_, std::move(h));
     return ref;
   }
   template <class H>
   H& addFirst(std::unique_ptr<H> h) {
     H& ref = *h;
-    insertBefore(head_->next_, std::move(h));
+    insertBefore(head_.next_, std::move(h));
     return ref;
   }
   template <class H, class... Args>
@@ -93,7 +100,7 @@ class Pipeline {
   H& addBefore(std::unique_ptr<H> h) {
     H& ref = *h;
     HandlerContext* at = findContext<Before>();
-    insertBefore(at != nullptr ? at : tail_, std::move(h));
+    insertBefore(at != nullptr ? at : &tail_, std::move(h));
     return ref;
   }
 
@@ -112,16 +119,16 @@ class Pipeline {
   }
   template <class H>
   [[nodiscard]] HandlerContext* findContext() const noexcept {
-    for (HandlerContext* c = head_->next_; c != tail_; c = c->next_) {
-      if (dynamic_cast<H*>(c->handler_.get()) != nullptr) return c;
+    for (HandlerContext* c = head_.next_; c != &tail_; c = c->next_) {
+      if (dynamic_cast<H*>(c->handler_) != nullptr) return c;
     }
     return nullptr;
   }
   // The first handler of type H for which pred(h) holds.
   template <class H, class Pred>
   [[nodiscard]] H* findIf(Pred pred) const {
-    for (HandlerContext* c = head_->next_; c != tail_; c = c->next_) {
-      if (auto* h = dynamic_cast<H*>(c->handler_.get()); h != nullptr && pred(*h)) return h;
+    for (HandlerContext* c = head_.next_; c != &tail_; c = c->next_) {
+      if (auto* h = dynamic_cast<H*>(c->handler_); h != nullptr && pred(*h)) return h;
     }
     return nullptr;
   }
@@ -170,7 +177,7 @@ class Pipeline {
    public:
     explicit Guard(Pipeline& p) noexcept : p_(p) { ++p_.depth_; }
     ~Guard() {
-      if (--p_.depth_ == 0 && !p_.graveyard_.empty()) p_.collect();
+      if (--p_.depth_ == 0 && p_.graveyard_) p_.collect();
     }
     Guard(const Guard&) = delete;
     Guard& operator=(const Guard&) = delete;
@@ -182,13 +189,16 @@ class Pipeline {
   void unlink(HandlerContext* c);
   void collect() noexcept;
 
+  // The chain from head_ to tail_ owns the contexts between them; no
+  // container per connection, so an idle connection's pipeline holds one
+  // heap block per handler it was given, and nothing else.
   Connection& conn_;
-  HandlerContext* head_;
-  HandlerContext* tail_;
-  std::vector<std::unique_ptr<HandlerContext>> contexts_;  // owns every context
-  std::vector<std::unique_ptr<HandlerContext>> graveyard_;
-  std::size_t count_ = 0;
-  std::size_t codecs_ = 0;  // handlers in the chain that encode messages
+  HandlerContext head_;
+  HandlerContext tail_;
+  // Removed contexts, freed at depth 0; allocated only while there are some.
+  std::unique_ptr<std::vector<HandlerContext*>> graveyard_;
+  std::uint32_t count_ = 0;
+  std::uint32_t codecs_ = 0;  // handlers in the chain that encode messages
   int depth_ = 0;
 };
 

@@ -18,6 +18,7 @@ Server::Server(EventLoop& loop, SocketAddress listen, ServerOptions options)
     : loop_(loop),
       listen_(listen),
       options_(std::move(options)),
+      connectionOptions_(std::make_shared<const ConnectionOptions>(options_.connection)),
       pool_(loop, options_.ioThreads, "keel-io", options_.loopOptions) {
   if (options_.outputBudget > 0) {
     // Crossings are reported from any I/O loop; the decision is the base
@@ -40,7 +41,7 @@ Server::~Server() {
   acceptors_.clear();
   runOnEachLoopAndWait([](Slot& s) {
     s.acceptors.clear();
-    for (auto& [id, conn] : s.connections) conn->close(CloseReason::Shutdown, CloseMode::Now);
+    for (auto& conn : s.connections) conn->close(CloseReason::Shutdown, CloseMode::Now);
     s.connections.clear();
   });
   pool_.stop();
@@ -74,6 +75,7 @@ std::error_code Server::start() {
   pool_.start();
   for (EventLoop* l : pool_.loops()) {
     auto slot = std::make_unique<Slot>();
+    slot->server = this;
     slot->loop = l;
     slots_.push_back(std::move(slot));
   }
@@ -143,19 +145,36 @@ void Server::onAccepted(Slot& acceptingSlot, Socket socket, const SocketAddress&
 }
 
 void Server::startConnection(Slot& slot, Socket socket, const SocketAddress& peer, std::uint64_t id) {
-  auto conn = std::make_shared<Connection>(*slot.loop, std::move(socket), id, options_.connection);
+  auto conn = std::make_shared<Connection>(*slot.loop, std::move(socket), id, connectionOptions_);
   // accept()'s address: getpeername fails on a connection reset in the backlog.
   if (peer.length() > 0) ConnectionAccess::setPeerAddress(*conn, peer);
   // The owner's hook is not reachable from the PipelineInit (or any user
   // code), so the table and the count cannot be bypassed.
-  ConnectionAccess::setClosedHook(*conn, [this, &slot](const Connection::Ptr& c) { onClosed(slot, c); });
+  ConnectionAccess::setClosedHook(
+      *conn,
+      [](void* context, const Connection::Ptr& c) {
+        auto* s = static_cast<Slot*>(context);
+        s->server->onClosed(*s, c);
+      },
+      &slot);
   if (budget_) {
     ConnectionAccess::setOutputBudget(*conn, budget_.get());
     if (budgetPaused_.load(std::memory_order_acquire)) ConnectionAccess::setBudgetPause(*conn, true);
   }
-  slot.connections.emplace(id, conn);
+  ConnectionAccess::setOwnerIndex(*conn, static_cast<std::uint32_t>(slot.connections.size()));
+  slot.connections.push_back(conn);
   if (init_) init_(*conn);
   ConnectionAccess::start(*conn);
+}
+
+void Server::Slot::removeConnection(const Connection& c) {
+  std::size_t i = ConnectionAccess::ownerIndex(c);
+  if (i >= connections.size() || connections[i].get() != &c) return;  // not (or no longer) in this table
+  if (i + 1 != connections.size()) {
+    connections[i] = std::move(connections.back());
+    ConnectionAccess::setOwnerIndex(*connections[i], static_cast<std::uint32_t>(i));
+  }
+  connections.pop_back();
 }
 
 void Server::onClosed(Slot& slot, const Connection::Ptr& conn) {
@@ -169,7 +188,7 @@ void Server::onClosed(Slot& slot, const Connection::Ptr& conn) {
   // connection's own close path.
   slot.loop->queueInLoop([this, &slot, conn, alive = aliveWeak_] {
     if (alive.expired()) return;
-    slot.connections.erase(conn->id());
+    slot.removeConnection(*conn);
     if (count_.fetch_sub(1, std::memory_order_relaxed) == 1 && stopping_) {
       loop_.runInLoop([this, alive] {
         if (!alive.expired()) finishStopIfDone();
@@ -199,7 +218,7 @@ void Server::beginGracefulStop() {
   for (auto& s : slots_) {
     s->loop->runInLoop([&slot = *s, alive = aliveWeak_] {
       if (alive.expired()) return;
-      for (auto& [id, conn] : slot.connections) conn->shutdown(CloseReason::Shutdown);
+      for (auto& conn : slot.connections) conn->shutdown(CloseReason::Shutdown);
     });
   }
   stopTimer_ = loop_.runAfter(options_.stopTimeout, [this] {
@@ -214,7 +233,7 @@ void Server::abortRemaining() {
   for (auto& s : slots_) {
     s->loop->runInLoop([&slot = *s, alive = aliveWeak_] {
       if (alive.expired()) return;
-      for (auto& [id, conn] : slot.connections) conn->abort(CloseReason::Shutdown);
+      for (auto& conn : slot.connections) conn->abort(CloseReason::Shutdown);
     });
   }
 }
@@ -265,7 +284,7 @@ void Server::forEachConnection(std::function<void(const Connection::Ptr&)> f) {
   for (auto& s : slots_) {
     s->loop->runInLoop([&slot = *s, f, alive = aliveWeak_] {
       if (alive.expired()) return;
-      for (auto& [id, conn] : slot.connections) f(conn);
+      for (auto& conn : slot.connections) f(conn);
     });
   }
 }
@@ -315,7 +334,7 @@ void Server::reviewBudget() {
   for (auto& s : slots_) {
     s->loop->runInLoop([&slot = *s, over, alive = aliveWeak_] {
       if (alive.expired()) return;
-      for (auto& [id, conn] : slot.connections) ConnectionAccess::setBudgetPause(*conn, over);
+      for (auto& conn : slot.connections) ConnectionAccess::setBudgetPause(*conn, over);
     });
   }
 }
@@ -329,7 +348,7 @@ void Server::enforceBudget() {
   std::mutex m;
   runOnEachLoopAndWait([&](Slot& s) {
     std::lock_guard lock(m);
-    for (auto& [id, conn] : s.connections) {
+    for (auto& conn : s.connections) {
       if (conn->outputBytes() > 0) queues.emplace_back(conn->outputBytes(), conn);
     }
   });

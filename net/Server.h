@@ -181,9 +181,13 @@ class Server {
   void forEachConnection(std::function<void(const Connection::Ptr&)> f);
 
  private:
-  struct Slot {  // one per I/O loop; touched only on that loop
+  struct Slot {                // one per I/O loop; touched only on that loop
+    Server* server = nullptr;  // for the connections' closed hook, whose context is the slot
     EventLoop* loop = nullptr;
-    std::unordered_map<std::uint64_t, Connection::Ptr> connections;
+    // Unordered; a connection knows its index (ConnectionAccess::ownerIndex),
+    // so removal is a swap with the last: 16 bytes a connection, no node.
+    std::vector<Connection::Ptr> connections;
+    void removeConnection(const Connection& c);
     std::vector<std::unique_ptr<Acceptor>> acceptors;  // with reusePort: one, or adopted ones
   };
 
@@ -208,6 +212,8 @@ class Server {
   SocketAddress listen_;
   SocketAddress bound_;
   ServerOptions options_;
+  // options_.connection, once for every connection (Connection's shared form).
+  std::shared_ptr<const ConnectionOptions> connectionOptions_;
   PipelineInit init_;
   LoopThreadPool pool_;
   std::vector<std::unique_ptr<Slot>> slots_;

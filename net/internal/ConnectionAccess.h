@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <system_error>
 #include <utility>
 
@@ -19,7 +20,26 @@ class OutputBudget;
 class ConnectionAccess {
  public:
   // ---- the owner --------------------------------------------------------------
-  static void setClosedHook(Connection& c, Connection::ClosedHook hook) { c.closedHook_ = std::move(hook); }
+  // The owner's hook without an allocation (Server: its per-loop slot).
+  static void setClosedHook(Connection& c, void (*fn)(void*, const Connection::Ptr&),
+                            void* context) noexcept {
+    c.dropHookContext();
+    c.closedHook_ = {fn, context};
+  }
+  // Any callable, for owners with few connections (Client, tests): kept in
+  // one heap block the connection frees.
+  static void setClosedHook(Connection& c, std::function<void(const Connection::Ptr&)> hook) {
+    c.dropHookContext();
+    if (!hook) return;
+    using F = std::function<void(const Connection::Ptr&)>;
+    c.closedHook_ = {[](void* f, const Connection::Ptr& conn) { (*static_cast<F*>(f))(conn); },
+                     new F(std::move(hook))};
+    c.ownsHookContext_ = true;
+  }
+  // Where the owner keeps the connection in its table (Server: the index in
+  // its per-loop vector), so that removal needs no search and no map node.
+  [[nodiscard]] static std::uint32_t ownerIndex(const Connection& c) noexcept { return c.ownerIndex_; }
+  static void setOwnerIndex(Connection& c, std::uint32_t i) noexcept { c.ownerIndex_ = i; }
   // Registers with the loop and fires onConnected (loop thread).
   static void start(Connection& c) { c.startInLoop(); }
   static void setPeerAddress(Connection& c, const SocketAddress& peer) { c.peer_ = peer; }
