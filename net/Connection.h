@@ -100,7 +100,7 @@ struct ConnectionStats {
 
 // Privately a Deferred: the end-of-iteration work (runDeferred) without a
 // member object that would have to point back at the connection.
-class Connection : public std::enable_shared_from_this<Connection>, private Deferred {
+class Connection final : public std::enable_shared_from_this<Connection>, private Deferred {
  public:
   using Ptr = std::shared_ptr<Connection>;
   // Owner hook (ConnectionAccess): called on the loop thread once the
