@@ -188,7 +188,9 @@ class EventLoop {
   [[nodiscard]] std::uint64_t watchErrors() const noexcept { return watchErrors_; }
   [[nodiscard]] const LoopOptions& options() const noexcept { return options_; }
   // The backend in use: Epoll or IoUring, never Auto.
-  [[nodiscard]] LoopBackend backend() const noexcept { return uring_ ? LoopBackend::IoUring : LoopBackend::Epoll; }
+  [[nodiscard]] LoopBackend backend() const noexcept {
+    return uring_ ? LoopBackend::IoUring : LoopBackend::Epoll;
+  }
 
   // What a metrics scrape reads. Busy time, pending timers and lag are
   // measured only after measureLoad(): busy time costs one more clock read
@@ -233,7 +235,7 @@ class EventLoop {
   LoopOptions options_;
   const LoopClock* clock_;
   Fd wake_;
-  Fd epoll_;                                   // the epoll backend's
+  Fd epoll_;                                    // the epoll backend's
   std::unique_ptr<detail::UringPoller> uring_;  // the io_uring backend's
   std::atomic<std::thread::id> threadId_;
   std::atomic<bool> quit_{false};

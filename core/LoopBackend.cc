@@ -9,9 +9,12 @@ namespace keel {
 
 std::string_view toString(LoopBackend b) noexcept {
   switch (b) {
-    case LoopBackend::Auto: return "auto";
-    case LoopBackend::Epoll: return "epoll";
-    case LoopBackend::IoUring: return "io_uring";
+    case LoopBackend::Auto:
+      return "auto";
+    case LoopBackend::Epoll:
+      return "epoll";
+    case LoopBackend::IoUring:
+      return "io_uring";
   }
   return "?";
 }
@@ -31,7 +34,8 @@ LoopBackend resolveLoopBackend(LoopBackend asked) {
   if (env == nullptr || *env == '\0') return LoopBackend::Epoll;
   if (auto b = parseLoopBackend(env); b && *b != LoopBackend::Auto) return *b;
   static std::once_flag once;
-  std::call_once(once, [env] { KEEL_WARN("KEEL_LOOP_BACKEND={} is not epoll or io_uring: using epoll", env); });
+  std::call_once(once,
+                 [env] { KEEL_WARN("KEEL_LOOP_BACKEND={} is not epoll or io_uring: using epoll", env); });
   return LoopBackend::Epoll;
 }
 

@@ -78,7 +78,8 @@ int UringPoller::enable() noexcept {
   if (enabled_) return 0;
   // io_uring_register rather than io_uring_enable_rings: Debian's liburing
   // 2.3 leaves the latter out of its shared library's symbol map.
-  const int rc = io_uring_register(static_cast<unsigned>(ring_->ring_fd), IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
+  const int rc =
+      io_uring_register(static_cast<unsigned>(ring_->ring_fd), IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
   if (rc < 0) return rc;
   enabled_ = true;
   return 0;
@@ -105,8 +106,6 @@ int UringPoller::flush() noexcept {
   }
   return 0;
 }
-
-bool UringPoller::flushPending() const noexcept { return io_uring_sq_ready(ring_.get()) != 0; }
 
 std::uint64_t UringPoller::tokenOf(const Watcher& w) const noexcept {
   return (std::uint64_t{slots_[w.slot_].gen} << 32) | w.slot_;
@@ -144,10 +143,6 @@ void UringPoller::cancel(Watcher& w) noexcept {
 }
 
 std::error_code UringPoller::set(Watcher& w, std::uint32_t events) noexcept {
-  if (events == 0) {
-    remove(w);
-    return {};
-  }
   if (!w.registered_) {
     if (free_.empty()) {
       w.slot_ = static_cast<std::uint32_t>(slots_.size());
@@ -199,7 +194,8 @@ std::size_t UringPoller::wait(Duration timeout, std::size_t max) {
   }
   // ETIME: the timeout; EINTR: a signal handler ran; EBUSY/EAGAIN: the
   // completion queue overflowed and must be reaped first. None is a fault.
-  if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN) throwRing(rc, "io_uring_enter");
+  if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN)
+    throwRing(rc, "io_uring_enter");
   // Copied out and consumed at once: callbacks may submit (a full queue
   // flushes early), and the batch must not move under them.
   if (batch_.size() < max) batch_.resize(max);
@@ -256,7 +252,6 @@ std::size_t UringPoller::wait(Duration, std::size_t) { return 0; }
 bool UringPoller::dispatch(std::size_t) { return false; }
 void UringPoller::rearmWake() {}
 int UringPoller::flush() noexcept { return 0; }
-bool UringPoller::flushPending() const noexcept { return false; }
 
 #endif
 

@@ -51,7 +51,7 @@ class UringPoller {
   UringPoller(const UringPoller&) = delete;
   UringPoller& operator=(const UringPoller&) = delete;
 
-  // Loop thread. `events` is an epoll mask; 0 removes the watcher.
+  // Loop thread. `events` is a non-empty epoll mask; remove() is for 0.
   [[nodiscard]] std::error_code set(Watcher& w, std::uint32_t events) noexcept;
   void remove(Watcher& w) noexcept;
 
@@ -68,8 +68,6 @@ class UringPoller {
   // iteration: the kernel keeps a descriptor's file open while a poll on it
   // is in flight, so an owner's close() would not send its FIN until then.
   int flush() noexcept;  // 0 or a negative errno
-  [[nodiscard]] bool flushPending() const noexcept;
-  [[nodiscard]] bool deferredTaskRun() const noexcept { return deferTaskRun_; }
 
  private:
   struct Slot {
@@ -85,9 +83,9 @@ class UringPoller {
 
   std::unique_ptr<io_uring> ring_;
   int wakeFd_ = -1;
-  bool enabled_ = false;       // the ring starts disabled (see create())
-  bool deferTaskRun_ = false;  // SINGLE_ISSUER | DEFER_TASKRUN accepted
-  bool skipSuccess_ = false;   // IOSQE_CQE_SKIP_SUCCESS understood (5.17+)
+  bool enabled_ = false;        // the ring starts disabled (see create())
+  bool deferTaskRun_ = false;   // SINGLE_ISSUER | DEFER_TASKRUN accepted
+  bool skipSuccess_ = false;    // IOSQE_CQE_SKIP_SUCCESS understood (5.17+)
   Watcher* current_ = nullptr;  // being dispatched: its re-arm waits for the callback
   std::vector<Completion> batch_;
   std::vector<Slot> slots_;
