@@ -17,6 +17,7 @@
 #include <keel/core/EventLoop.h>
 #include <keel/net/Server.h>
 #include <keel/net/TcpTuning.h>
+#include <CLI/CLI.hpp>
 
 namespace keel::example {
 
@@ -33,17 +34,26 @@ inline const std::vector<std::string> kProfileNames{"kernel", "latency", "throug
 // The names --backend accepts. auto: KEEL_LOOP_BACKEND, else epoll.
 inline const std::vector<std::string> kBackendNames{"auto", "epoll", "io_uring"};
 
+// --backend NAME into `backend` (one of kBackendNames).
+inline void addBackendOption(CLI::App& app, std::string& backend) {
+  app.add_option("--backend", backend,
+                 "loop backend: auto (KEEL_LOOP_BACKEND, else epoll), epoll or io_uring")
+      ->check(CLI::IsMember(kBackendNames));
+}
+
 // The loop options for --backend NAME, for the main loop and the server's
 // I/O loops alike. An io_uring this machine refuses is reported here, with
 // the reason, before anything is built; nullopt then (exit 1).
-[[nodiscard]] inline std::optional<LoopOptions> loopOptionsFor(std::string_view backend, std::string_view name) {
+[[nodiscard]] inline std::optional<LoopOptions> loopOptionsFor(std::string_view backend,
+                                                               std::string_view name) {
   LoopOptions o;
   o.backend = parseLoopBackend(backend).value_or(LoopBackend::Auto);
   if (o.backend != LoopBackend::IoUring) return o;
   try {
     EventLoop probe(o);
   } catch (const std::system_error& e) {
-    std::fprintf(stderr, "%.*s: --backend io_uring: %s\n", static_cast<int>(name.size()), name.data(), e.what());
+    std::fprintf(stderr, "%.*s: --backend io_uring: %s\n", static_cast<int>(name.size()), name.data(),
+                 e.what());
     return std::nullopt;
   }
   return o;

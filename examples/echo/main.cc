@@ -76,8 +76,7 @@ int main(int argc, char** argv) {
   app.add_option("--port", port, "TCP port (0 picks a free one)");
   app.add_option("--threads", threads, "I/O threads (0: all on the main loop)");
   std::string backend = "auto";
-  app.add_option("--backend", backend, "loop backend: auto (KEEL_LOOP_BACKEND, else epoll), epoll or io_uring")
-      ->check(CLI::IsMember(keel::example::kBackendNames));
+  keel::example::addBackendOption(app, backend);
   app.add_option("--unix", unixPath, "listen on this Unix-domain socket path instead of TCP");
   // IsMember refuses anything else with a message naming the accepted values
   // (exit status 105, CLI11's ValidationError).

@@ -315,8 +315,7 @@ int main(int argc, char** argv) {
   app.add_option("--host", host, "address to bind (numeric IPv4 or IPv6)");
   app.add_option("--port", port, "TCP port (0 picks a free one)");
   std::string backend = "auto";
-  app.add_option("--backend", backend, "loop backend: auto (KEEL_LOOP_BACKEND, else epoll), epoll or io_uring")
-      ->check(CLI::IsMember(keel::example::kBackendNames));
+  keel::example::addBackendOption(app, backend);
   app.add_option("--threads", threads, "I/O threads (0: all on the main loop)");
   app.add_option("--idle-seconds", idleSeconds, "close keep-alive connections idle this long (0: never)");
   app.add_option("--header-timeout-ms", headerTimeoutMs,

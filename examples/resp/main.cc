@@ -158,8 +158,7 @@ int main(int argc, char** argv) {
   app.add_option("--host", host, "address to bind (numeric IPv4)");
   app.add_option("--port", port, "TCP port (0 picks a free one)");
   std::string backend = "auto";
-  app.add_option("--backend", backend, "loop backend: auto (KEEL_LOOP_BACKEND, else epoll), epoll or io_uring")
-      ->check(CLI::IsMember(keel::example::kBackendNames));
+  keel::example::addBackendOption(app, backend);
   app.add_option("--threads", threads, "I/O threads (0: everything on the main loop; >0 locks the store)");
   app.add_option("--tcp", tcp, "TCP tuning profile")->check(CLI::IsMember(keel::example::kProfileNames));
   app.add_option("--max-memory", storeOptions.maxMemoryBytes, "cap on keys+values held (bytes)");

@@ -106,8 +106,7 @@ int main(int argc, char** argv) {
   app.add_option("--port", port, "TCP and UDP port (0 picks a free one)");
   app.add_option("--threads", threads, "I/O threads for TCP (0: everything on the main loop)");
   std::string backend = "auto";
-  app.add_option("--backend", backend, "loop backend: auto (KEEL_LOOP_BACKEND, else epoll), epoll or io_uring")
-      ->check(CLI::IsMember(keel::example::kBackendNames));
+  keel::example::addBackendOption(app, backend);
   CLI11_PARSE(app, argc, argv);
 
   const auto loopOptions = keel::example::loopOptionsFor(backend, "keel-sockperf");

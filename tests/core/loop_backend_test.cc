@@ -33,16 +33,17 @@ std::unique_ptr<EventLoop> makeUringLoop(std::string& why) {
   }
 }
 
-#define URING_LOOP_OR_SKIP(name)                                   \
-  std::string why_##name;                                          \
-  auto name = makeUringLoop(why_##name);                           \
+#define URING_LOOP_OR_SKIP(name)         \
+  std::string why_##name;                \
+  auto name = makeUringLoop(why_##name); \
   if (!name) GTEST_SKIP() << "io_uring unavailable: " << why_##name
 
 struct Pair {
   Fd a, b;
   Pair() {
     int sv[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) throw std::runtime_error("socketpair");
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+      throw std::runtime_error("socketpair");
     a.reset(sv[0]);
     b.reset(sv[1]);
   }
