@@ -76,6 +76,27 @@ def read_text(path):
         return None
 
 
+def smaps_rollup(pid):
+    """Rss and Pss of a process in KiB ({"rss_kb": .., "pss_kb": ..}; empty when unreadable)."""
+    out = {}
+    try:
+        for ln in open(f"/proc/{pid}/smaps_rollup"):
+            parts = ln.split()
+            if parts[0] in ("Rss:", "Pss:"):
+                out[parts[0][:-1].lower() + "_kb"] = int(parts[1])
+    except OSError:
+        pass
+    return out
+
+
+def fd_count(pid):
+    """Open descriptors of a process (-1 when unreadable)."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return -1
+
+
 SYSCTLS = [
     "net.ipv4.tcp_keepalive_time",
     "net.ipv4.tcp_keepalive_intvl",

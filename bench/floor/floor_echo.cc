@@ -27,6 +27,8 @@
 #include <string>
 #include <vector>
 
+#include "FloorListen.h"
+
 namespace {
 
 volatile std::sig_atomic_t gStop = 0;
@@ -155,17 +157,9 @@ int main(int argc, char** argv) {
   ::sigaction(SIGTERM, &sa, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
-  int listenFd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  int one = 1;
-  ::setsockopt(listenFd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (listenFd < 0 || ::bind(listenFd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 ||
-      ::listen(listenFd, SOMAXCONN) < 0 ||
-      ::getsockname(listenFd, reinterpret_cast<sockaddr*>(&addr), &len) < 0) {
+  std::uint16_t bound = 0;
+  const int listenFd = listenLoopback(static_cast<std::uint16_t>(port), SOCK_NONBLOCK, bound);
+  if (listenFd < 0) {
     std::perror("floor-echo: listen");
     return 1;
   }
@@ -175,7 +169,7 @@ int main(int argc, char** argv) {
   lev.events = EPOLLIN;
   lev.data.fd = listenFd;
   ::epoll_ctl(gEpoll, EPOLL_CTL_ADD, listenFd, &lev);
-  std::printf("floor-echo listening on 127.0.0.1:%u\n", ntohs(addr.sin_port));
+  std::printf("floor-echo listening on 127.0.0.1:%u\n", bound);
   std::fflush(stdout);
 
   epoll_event events[256];

@@ -42,6 +42,8 @@
 #include <deque>
 #include <vector>
 
+#include "FloorListen.h"
+
 namespace {
 
 volatile std::sig_atomic_t gStop = 0;
@@ -294,24 +296,16 @@ int main(int argc, char** argv) {
   ::sigaction(SIGTERM, &sa, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
-  gListenFd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int one = 1;
-  ::setsockopt(gListenFd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (gListenFd < 0 || ::bind(gListenFd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 ||
-      ::listen(gListenFd, SOMAXCONN) < 0 ||
-      ::getsockname(gListenFd, reinterpret_cast<sockaddr*>(&addr), &len) < 0) {
+  std::uint16_t bound = 0;
+  gListenFd = listenLoopback(static_cast<std::uint16_t>(port), 0, bound);
+  if (gListenFd < 0) {
     std::perror("floor-uring-echo: listen");
     return 1;
   }
   const char* mode = nullptr;
   if (!setupRing(mode)) return 1;
   armAccept();
-  std::printf("floor-uring-echo listening on 127.0.0.1:%u (io_uring %s)\n", ntohs(addr.sin_port), mode);
+  std::printf("floor-uring-echo listening on 127.0.0.1:%u (io_uring %s)\n", bound, mode);
   std::fflush(stdout);
 
   while (!gStop) {

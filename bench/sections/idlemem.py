@@ -73,23 +73,6 @@ def servers(bindir, n):
     return out
 
 
-def rss_kb(pid):
-    try:
-        for ln in open(f"/proc/{pid}/smaps_rollup"):
-            if ln.startswith("Rss:"):
-                return int(ln.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def fd_count(pid):
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return -1
-
-
 def start(binary, args, timeout=10.0):
     """The server on port 0, stdin kept open (keel-scale-server quits on EOF): (proc, port, log) or error."""
     log = tempfile.NamedTemporaryFile(prefix="keel-bench-idlemem-", suffix=".log", delete=False)
@@ -128,17 +111,17 @@ def one(binary, args, sends, n):
     conns = []
     try:
         time.sleep(0.1)  # let it finish starting (threads, first allocations)
-        rss0, fds0 = rss_kb(proc.pid), fd_count(proc.pid)
+        rss0, fds0 = benchlib.smaps_rollup(proc.pid).get("rss_kb"), benchlib.fd_count(proc.pid)
         for _ in range(n):
             s = socket.create_connection(("127.0.0.1", port), timeout=5)
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conns.append(s)
         deadline = time.monotonic() + 10
-        while fd_count(proc.pid) < fds0 + n and time.monotonic() < deadline:
+        while benchlib.fd_count(proc.pid) < fds0 + n and time.monotonic() < deadline:
             time.sleep(0.02)
-        accepted = fd_count(proc.pid) - fds0
+        accepted = benchlib.fd_count(proc.pid) - fds0
         time.sleep(0.2)  # the last accepts' allocations done
-        rss1 = rss_kb(proc.pid)
+        rss1 = benchlib.smaps_rollup(proc.pid).get("rss_kb")
         if accepted < n:
             return None, f"only {accepted} of {n} connections accepted"
         rss2 = rss1
@@ -148,7 +131,7 @@ def one(binary, args, sends, n):
                 if s.recv(16) != b"x":
                     return None, "no echo"
             time.sleep(0.1)
-            rss2 = rss_kb(proc.pid)
+            rss2 = benchlib.smaps_rollup(proc.pid).get("rss_kb")
         if proc.poll() is not None or None in (rss0, rss1, rss2):
             return None, f"server exited (status {proc.poll()})"
         return {"rss_before_kb": rss0, "rss_accepted_kb": rss1, "rss_after_echo_kb": rss2,

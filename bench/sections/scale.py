@@ -92,18 +92,6 @@ class Proc:
         return self.p.returncode
 
 
-def smaps(pid):
-    out = {}
-    try:
-        for ln in open(f"/proc/{pid}/smaps_rollup"):
-            parts = ln.split()
-            if parts[0] in ("Rss:", "Pss:"):
-                out[parts[0][:-1].lower() + "_kb"] = int(parts[1])
-    except OSError:
-        pass
-    return out
-
-
 def cpu_ns(pid):
     """On-CPU nanoseconds of all threads of pid (schedstat), or None."""
     total = 0
@@ -113,13 +101,6 @@ def cpu_ns(pid):
     except (OSError, ValueError, IndexError):
         return None
     return total
-
-
-def fd_count(pid):
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return -1
 
 
 def slab_info():
@@ -213,7 +194,7 @@ def run(quick, bindir):
             return res
         port = int(m.group(2))
         time.sleep(0.2)
-        mem0, slab0, sock0, fds0 = smaps(server.p.pid), slab_info(), sockstat_tcp(), fd_count(server.p.pid)
+        mem0, slab0, sock0, fds0 = benchlib.smaps_rollup(server.p.pid), slab_info(), sockstat_tcp(), benchlib.fd_count(server.p.pid)
         progress(1, steps, f"server up on port {port}: Rss {mem0.get('rss_kb')} KiB, Pss {mem0.get('pss_kb')} KiB")
 
         t0 = time.monotonic()
@@ -225,14 +206,14 @@ def run(quick, bindir):
             say("  " + res["status"])
             return res
         deadline = time.monotonic() + 10
-        while fd_count(server.p.pid) < fds0 + up["connected"] and time.monotonic() < deadline:
+        while benchlib.fd_count(server.p.pid) < fds0 + up["connected"] and time.monotonic() < deadline:
             time.sleep(0.05)
         res["connect"] = dict(up, wall_s=round(time.monotonic() - t0, 3))
         progress(2, steps, f"{up['connected']} connected, {up['failed']} failed, in {up['seconds']:.2f}s")
         # Every connection has sent its first PING and had the PONG by now
         # (keepalive 1 s, jitter 10 %): memory as a live connection uses it.
         time.sleep(STRESS_HB[0] / 1000 + 0.5)
-        mem1, slab1, sock1 = smaps(server.p.pid), slab_info(), sockstat_tcp()
+        mem1, slab1, sock1 = benchlib.smaps_rollup(server.p.pid), slab_info(), sockstat_tcp()
         nc = max(1, up["connected"])
         memo = {"before": mem0, "after": mem1, "connections": up["connected"]}
         for k in ("rss_kb", "pss_kb"):
